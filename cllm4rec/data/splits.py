@@ -1,0 +1,73 @@
+"""Split protocols. Both set `Dataset.split` (TRAIN / VALID / TEST per interaction).
+
+- `split_random`: CLLM4Rec's per-user random split, 80/10/10 by default, with at least one
+  validation and one test item per user. Per user with n interactions:
+  n_test = max(1, floor(n * test_ratio)), n_valid = max(1, floor(n * valid_ratio)), rest train.
+  Users too small for that (documented rule): n = 1 -> train only; n = 2 -> one train, one
+  test; n = 3..: at least one train item is always kept (n - n_test - n_valid >= 1).
+- `split_leave_one_out`: the P5 / S3-Rec / TIGER protocol: in time order (the canonical order),
+  last item test, second-to-last validation, the rest train. n = 1 -> train only;
+  n = 2 -> train + test.
+Both are vectorised and deterministic; `split_random` depends only on the seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .dataset import TEST, TRAIN, VALID, Dataset
+
+
+def _rank_within_user(ds: Dataset, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each interaction inside its user's group ordered by `key`, and the group size."""
+    order = np.lexsort((key, ds.user))
+    sizes = np.bincount(ds.user, minlength=ds.n_users)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.empty(ds.n_interactions, np.int64)
+    rank[order] = np.arange(ds.n_interactions) - starts[ds.user[order]]
+    return rank, sizes[ds.user]
+
+
+def _assign(rank: np.ndarray, n: np.ndarray, n_test: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    # rank 0 .. n_test-1 -> test, next n_valid -> valid, the rest -> train
+    split = np.full(rank.shape, TRAIN, np.int8)
+    split[rank < n_test + n_valid] = VALID
+    split[rank < n_test] = TEST
+    return split
+
+
+def split_random(ds: Dataset, seed: int = 0, ratios=(0.8, 0.1, 0.1)) -> Dataset:
+    if len(ratios) != 3 or not np.isclose(sum(ratios), 1.0) or min(ratios) < 0:
+        raise ValueError(f"split ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
+    rng = np.random.default_rng(seed)
+    rank, n = _rank_within_user(ds, rng.random(ds.n_interactions))
+    n_test = np.maximum(1, np.floor(n * ratios[2]).astype(np.int64))
+    n_valid = np.maximum(1, np.floor(n * ratios[1]).astype(np.int64))
+    n_valid = np.where(n <= 2, 0, n_valid)          # n=2: train + test
+    n_test = np.where(n <= 1, 0, n_test)            # n=1: train only
+    n_valid = np.minimum(n_valid, np.maximum(n - n_test - 1, 0))
+    return dataclasses.replace(ds, split=_assign(rank, n, n_test, n_valid))
+
+
+def split_leave_one_out(ds: Dataset) -> Dataset:
+    # rank by reversed time: rank 0 = the user's last interaction
+    rank, n = _rank_within_user(ds, -np.arange(ds.n_interactions))
+    n_test = (n >= 2).astype(np.int64)
+    n_valid = (n >= 3).astype(np.int64)
+    return dataclasses.replace(ds, split=_assign(rank, n, n_test, n_valid))
+
+
+PROTOCOLS = {"random": split_random, "loo": split_leave_one_out}
+
+
+def split_dataset(ds: Dataset, protocol: str = "random", seed: int = 0, ratios=(0.8, 0.1, 0.1)) -> Dataset:
+    if protocol == "random":
+        return split_random(ds, seed=seed, ratios=ratios)
+    if protocol == "loo":
+        return split_leave_one_out(ds)
+    raise ValueError(f"split protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+
+
+def split_counts(ds: Dataset) -> dict:
+    return {name: int((ds.split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))}
