@@ -39,10 +39,13 @@ def _versions() -> dict:
 
 
 def _source_options(source) -> dict:
-    """The reader's options; input paths are left out because their content is hashed instead
-    (moving a file does not rebuild, changing it does)."""
+    """The reader's public options. Private `_x` state and `notes` are not options; input paths
+    are left out because their content is hashed instead (moving a file does not rebuild,
+    changing it does)."""
+    def is_path(v):
+        return isinstance(v, (str, os.PathLike)) and Path(v).exists()
     return {k: v for k, v in sorted(vars(source).items())
-            if k != "notes" and not (isinstance(v, (str, os.PathLike)) and Path(v).exists())}
+            if k != "notes" and not k.startswith("_") and not is_path(v)}
 
 
 def prepare_dataset(source, *, preprocess_args: dict | None = None, split_args: dict | None = None,
