@@ -1,0 +1,238 @@
+"""Classical baselines with one interface: `fit(train, valid=None) -> self`, then
+`score(users: LongTensor[B]) -> FloatTensor[B, n_items]`, which plugs into `metrics.evaluate`.
+
+Protocol (as RecBole's): models are fitted on the training matrix and score a user from their
+training row; the evaluator masks training items for validation and training + validation
+items for test. `valid` is used only for model selection (early stopping, the EASE grid).
+
+- Popularity: an item's score is its number of training interactions.
+- EASE (Steck, WWW 2019): B = I - P / diag(P) with P = (X^T X + l2 I)^-1, i.e.
+  B_ij = -P_ij / P_jj off the diagonal and B_jj = 0; scores = X_u B.
+- MultiVAE (Liang et al., WWW 2018): multinomial-likelihood VAE, encoder
+  n_items -> 600 -> 2 x 200 (mean, log-variance), decoder 200 -> 600 -> n_items, tanh,
+  L2-normalised input with dropout 0.5, KL weight annealed linearly to beta_max = 0.2.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .metrics import evaluate
+
+__all__ = ["Popularity", "EASE", "MultiVAE", "select_ease_l2"]
+
+
+def _binary_csr(m, name: str = "train") -> sp.csr_matrix:
+    if not sp.issparse(m):
+        raise TypeError(f"{name} must be a scipy.sparse users x items matrix (e.g. Dataset.matrix('train')), "
+                        f"got {type(m).__name__}")
+    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.data[:] = 1.0
+    return m
+
+
+class _Baseline:
+    """Shared plumbing: the training matrix and checks on the users asked for."""
+
+    history: sp.csr_matrix | None = None
+
+    def _set_history(self, train) -> sp.csr_matrix:
+        self.history = _binary_csr(train)
+        return self.history
+
+    @property
+    def n_items(self) -> int:
+        return self.history.shape[1]
+
+    def _rows(self, users) -> np.ndarray:
+        if self.history is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call .fit(train) first")
+        u = torch.as_tensor(users).reshape(-1).cpu().numpy().astype(np.int64)
+        if len(u) and (u.min() < 0 or u.max() >= self.history.shape[0]):
+            raise ValueError(f"user indices must be in [0, {self.history.shape[0]}), got [{u.min()}, {u.max()}]")
+        return u
+
+    def _dense_history(self, users) -> torch.Tensor:
+        return torch.from_numpy(self.history[self._rows(users)].toarray())  # [B, n_items] float32
+
+    def __call__(self, users) -> torch.Tensor:
+        return self.score(users)
+
+
+# ---------------------------------------------------------------------------- Popularity
+class Popularity(_Baseline):
+    """score(u, i) = number of training interactions of item i (the same for every user)."""
+
+    def fit(self, train, valid=None) -> "Popularity":
+        x = self._set_history(train)
+        self.counts = torch.from_numpy(np.asarray(x.sum(0), dtype=np.float32).reshape(-1))  # [n_items]
+        return self
+
+    def score(self, users) -> torch.Tensor:
+        u = self._rows(users)
+        return self.counts.expand(len(u), -1).clone()              # [B, n_items]
+
+
+# ---------------------------------------------------------------------------- EASE
+def _ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """B = I - P / diag(P), P = (G + l2 I)^-1; zero diagonal. gram: [n, n] float64 X^T X."""
+    if l2 <= 0:
+        raise ValueError(f"EASE l2 must be positive, got {l2}")
+    g = gram.copy()
+    g[np.diag_indices_from(g)] += l2
+    p = np.linalg.inv(g)
+    b = p / (-np.diag(p))[None, :]                                  # B_ij = -P_ij / P_jj
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def _gram(x: sp.csr_matrix) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return np.asarray((x64.T @ x64).toarray())
+
+
+class EASE(_Baseline):
+    """Embarrassingly Shallow Autoencoder. l2: the ridge weight lambda (select it on validation
+    with `select_ease_l2`). Memory: two dense n_items x n_items float64 matrices while fitting."""
+
+    def __init__(self, l2: float = 500.0):
+        self.l2 = float(l2)
+
+    def fit(self, train, valid=None, gram: np.ndarray | None = None) -> "EASE":
+        x = self._set_history(train)
+        b = _ease_weights(_gram(x) if gram is None else gram, self.l2)
+        self.weights = torch.from_numpy(b.astype(np.float32))      # [n_items, n_items]
+        return self
+
+    def score(self, users) -> torch.Tensor:
+        return self._dense_history(users) @ self.weights           # [B, n] @ [n, n] -> [B, n]
+
+
+def select_ease_l2(train, valid, grid=(50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0), metric: str = "recall@20",
+                   **eval_kwargs) -> tuple[EASE, dict[float, float]]:
+    """Fit EASE for every l2 in `grid` (one Gram matrix), evaluate on `valid` with training items
+    masked, and return (the model with the best `metric`, {l2: metric}). Ties: the smaller l2."""
+    name, k = metric.split("@")
+    x = _binary_csr(train)
+    gram = _gram(x)
+    results: dict[float, float] = {}
+    best = None
+    for l2 in sorted(float(v) for v in grid):
+        model = EASE(l2).fit(x, gram=gram)
+        results[l2] = evaluate(model.score, x, valid, ks=(int(k),), metrics=(name,), **eval_kwargs)[metric]
+        if best is None or results[l2] > results[best.l2]:
+            best = model
+    return best, results
+
+
+# ---------------------------------------------------------------------------- Multi-VAE
+class _VAE(nn.Module):
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float):
+        super().__init__()
+        self.latent = latent
+        self.drop = nn.Dropout(dropout)
+        self.enc1 = nn.Linear(n_items, hidden)
+        self.enc2 = nn.Linear(hidden, 2 * latent)                   # mean and log-variance
+        self.dec1 = nn.Linear(latent, hidden)
+        self.dec2 = nn.Linear(hidden, n_items)
+        for layer in (self.enc1, self.enc2, self.dec1, self.dec2):  # as in the authors' code
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.normal_(layer.bias, std=0.001)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        h = self.drop(F.normalize(x, dim=1))                        # [B, n] L2-normalised rows
+        h = torch.tanh(self.enc1(h))                                # [B, hidden]
+        mu, logvar = self.enc2(h).split(self.latent, dim=1)         # [B, latent] each
+        z = mu
+        if self.training:                                           # reparameterisation
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            z = mu + eps * torch.exp(0.5 * logvar)
+        logits = self.dec2(torch.tanh(self.dec1(z)))                # [B, n]
+        return logits, mu, logvar
+
+
+class MultiVAE(_Baseline):
+    """Mult-VAE with KL annealing: beta = min(beta_max, updates / anneal_steps).
+
+    Loss per batch = mean over users of [ -sum_i x_ui log softmax(logits)_i
+                                          + beta * KL(N(mu, sigma^2) || N(0, I)) ].
+    Each epoch visits the users with training items in a seeded random order, in batches of
+    `batch_size`. With `valid`, validation recall@20 is computed after every epoch; training
+    stops after `patience` epochs without improvement and the best epoch's weights are kept.
+    The global torch RNG is left untouched (a forked RNG seeded with `seed` is used).
+    """
+
+    def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5, beta_max: float = 0.2,
+                 anneal_steps: int = 200_000, lr: float = 1e-3, batch_size: int = 500, max_epochs: int = 200,
+                 patience: int = 20, seed: int = 0, valid_metric: str = "recall@20", device: str = "cpu"):
+        self.hidden, self.latent, self.dropout = hidden, latent, dropout
+        self.beta_max, self.anneal_steps = beta_max, anneal_steps
+        self.lr, self.batch_size, self.max_epochs, self.patience = lr, batch_size, max_epochs, patience
+        self.seed, self.valid_metric, self.device = seed, valid_metric, torch.device(device)
+        self.log: list[dict] = []                                   # one entry per epoch
+
+    def fit(self, train, valid=None) -> "MultiVAE":
+        x = self._set_history(train)
+        self.log = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.net = _VAE(x.shape[1], self.hidden, self.latent, self.dropout).to(self.device)
+            self._train(x, valid)
+        self.net.eval()
+        return self
+
+    def _train(self, x: sp.csr_matrix, valid) -> None:
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        order_rng = np.random.default_rng(self.seed)
+        noise = torch.Generator(device=self.device).manual_seed(self.seed)
+        active = np.flatnonzero(np.diff(x.indptr) > 0)              # users with training items
+        metric, k = self.valid_metric.split("@")
+        updates, best, best_epoch, best_state = 0, -math.inf, -1, None
+        for epoch in range(self.max_epochs):
+            self.net.train()
+            nll_sum = kl_sum = 0.0
+            rows = order_rng.permutation(active)
+            for start in range(0, len(active), self.batch_size):
+                batch = torch.from_numpy(x[rows[start:start + self.batch_size]].toarray()).to(self.device)
+                beta = min(self.beta_max, updates / self.anneal_steps) if self.anneal_steps else self.beta_max
+                logits, mu, logvar = self.net(batch, noise)
+                nll = -(F.log_softmax(logits, dim=1) * batch).sum(1).mean()
+                kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1).mean()
+                loss = nll + beta * kl
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                updates += 1
+                nll_sum += float(nll.detach()) * len(batch)
+                kl_sum += float(kl.detach()) * len(batch)
+            entry = {"epoch": epoch, "nll": nll_sum / len(active), "kl": kl_sum / len(active), "beta": beta}
+            if valid is not None:
+                self.net.eval()
+                entry[f"valid_{self.valid_metric}"] = value = evaluate(
+                    self.score, x, valid, ks=(int(k),), metrics=(metric,))[self.valid_metric]
+                if value > best:
+                    best, best_epoch, best_state = value, epoch, copy.deepcopy(self.net.state_dict())
+                elif epoch - best_epoch >= self.patience:
+                    self.log.append(entry)
+                    break
+            self.log.append(entry)
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.best_epoch = best_epoch if valid is not None else self.max_epochs - 1
+
+    @torch.no_grad()
+    def score(self, users) -> torch.Tensor:
+        x = self._dense_history(users).to(self.device)             # [B, n_items]; checks fitted first
+        was_training = self.net.training
+        self.net.eval()
+        logits, _, _ = self.net(x)                                  # [B, n_items]
+        self.net.train(was_training)
+        return logits.float()
