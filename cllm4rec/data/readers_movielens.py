@@ -1,0 +1,252 @@
+"""Table readers: RecBole atomic files (TSV with typed header) and GroupLens MovieLens CSVs."""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from .dataset import Dataset
+from .errors import BadLines, DataError
+from .readers_io import SKIP, check_file, identifier, iter_lines, no_interactions, number
+
+
+def _header(path, first, names: list[str], required: tuple[str, ...], example: str) -> dict[str, int]:
+    """Column name -> position; the header must be line 1 and hold every required column."""
+    if first is None or first[0] != 1:
+        raise DataError(path, "the header line could not be read", line=1,
+                        hint=f"The first line must name the columns, e.g. {example}")
+    for r in required:
+        if r not in names:
+            raise DataError(path, f"the header has no {r!r} column (it has {names})", line=1, field=r,
+                            hint=f"The first line must name the columns, e.g. {example}")
+    return {n: j for j, n in enumerate(names)}
+
+
+def _rows(path, bad, lines, names):
+    """(line, values) of each row with exactly one value per column; others go to `bad`."""
+    for n, values in lines:
+        if len(values) != len(names):
+            missing = names[len(values)] if len(values) < len(names) else None
+            bad(DataError(path, f"{len(values)} values, the header names {len(names)} columns", line=n,
+                          field=missing, hint=SKIP))
+            continue
+        yield n, values
+
+
+# ---------------------------------------------------------------------- RecBole atomic files
+def atomic_table(path, bad: BadLines, required: tuple[str, ...]):
+    """Read a RecBole atomic file: tab-separated, header `name:type` (token, token_seq, float,
+    float_seq). Returns (names, types, rows), rows yielding (line, values) lazily."""
+    lines = ((n, t.split("\t")) for n, t in iter_lines(path, bad))
+    first = next(lines, None)
+    cols = [c.partition(":") for c in (first[1] if first else [])]
+    names = [c[0].strip() for c in cols]
+    types = [c[2].strip() or "token" for c in cols]
+    _header(path, first, names, required, "user_id:token<TAB>item_id:token<TAB>rating:float")
+    return names, types, _rows(path, bad, lines, names)
+
+
+class RecBoleAtomic:
+    """RecBole atomic files `<dataset>.inter` (+ optional `.item`, `.user`) in one folder.
+
+    Ratings come from `rating`, timestamps from `timestamp` (float seconds -> int64); other
+    token/token_seq columns of `.inter` become interaction texts. Item texts: movie_title ->
+    title, release_year -> year, class -> genres (', '-joined); other token/token_seq columns
+    keep their names. User texts: every other `.user` column.
+    """
+    ITEM_FIELDS = {"movie_title": "title", "release_year": "year", "class": "genres"}
+
+    def __init__(self, path, dataset: str | None = None, name: str | None = None):
+        self.path = str(path)
+        self.dataset = dataset
+        found = self._inter_files() if dataset is None else []
+        self.name = name or dataset or (found[0].stem if len(found) == 1 else Path(path).name)
+        self.notes: dict = {}
+
+    def _inter_files(self) -> list[Path]:
+        folder = Path(self.path)
+        return sorted(folder.glob("*.inter")) if folder.is_dir() else []
+
+    def _stem(self) -> str:
+        if self.dataset:
+            return self.dataset
+        folder = Path(self.path)
+        if not folder.is_dir():
+            raise DataError(folder, "folder not found", hint="Give the folder holding <dataset>.inter")
+        found = self._inter_files()
+        if len(found) != 1:
+            raise DataError(folder, f"expected one .inter file, found {[f.name for f in found]}",
+                            hint="Name the one to read with dataset=<name> (reads <name>.inter)")
+        return found[0].stem
+
+    def files(self) -> list[Path]:
+        folder, stem = Path(self.path), self._stem()
+        optional = [folder / f"{stem}.{ext}" for ext in ("item", "user")]
+        return [folder / f"{stem}.inter"] + [f for f in optional if f.exists()]
+
+    def read(self, bad: BadLines) -> Dataset:
+        self.notes = {}
+        folder, stem = Path(self.path), self._stem()
+        inter = check_file(folder / f"{stem}.inter")
+        names, types, rows = atomic_table(inter, bad, ("user_id", "item_id"))
+        col = {n: j for j, n in enumerate(names)}
+        extra = [n for n, t in zip(names, types)
+                 if t in ("token", "token_seq") and n not in ("user_id", "item_id", "rating", "timestamp")]
+        users, items, ratings, times = [], [], [], []
+        texts = {n: [] for n in extra}
+        for n, v in rows:
+            try:
+                u = identifier(v[col["user_id"]], inter, n, "user_id")
+                i = identifier(v[col["item_id"]], inter, n, "item_id")
+                r = number(v[col["rating"]], inter, n, "rating") if "rating" in col else None
+                t = int(number(v[col["timestamp"]], inter, n, "timestamp")) if "timestamp" in col else None
+            except DataError as e:
+                bad(e)
+                continue
+            users.append(u)
+            items.append(i)
+            ratings.append(r)
+            times.append(t)
+            for f in extra:
+                texts[f].append(v[col[f]].strip())
+        if not users:
+            raise no_interactions(inter, bad)
+        item_text = self._side(folder / f"{stem}.item", bad, "item_id", set(items), item=True)
+        user_text = self._side(folder / f"{stem}.user", bad, "user_id", set(users), item=False)
+        return Dataset.from_raw(self.name, users, items,
+                                rating=ratings if "rating" in col else None,
+                                timestamp=times if "timestamp" in col else None,
+                                item_text=item_text, user_text=user_text, interaction_text=texts)
+
+    def _side(self, path: Path, bad, key: str, used: set, item: bool) -> dict:
+        """raw id -> {field: text} from an optional .item / .user file."""
+        if not path.exists():
+            return {}
+        names, types, rows = atomic_table(path, bad, (key,))
+        keep = [(j, self.ITEM_FIELDS.get(n, n) if item else n) for j, (n, t) in enumerate(zip(names, types))
+                if n != key and (not item or t in ("token", "token_seq"))]
+        j_key = names.index(key)
+        out, unused = {}, 0
+        for n, v in rows:
+            try:
+                raw = identifier(v[j_key], path, n, key)
+            except DataError as e:
+                bad(e)
+                continue
+            unused += raw not in used
+            row = {f: v[j].strip() for j, f in keep}
+            if "genres" in row and item:  # RecBole's token_seq of genres: 'Animation Children's Comedy'
+                row["genres"] = ", ".join(row["genres"].split())
+            out[raw] = row
+        if unused:
+            self.notes[f"{path.suffix[1:]}_rows_without_interactions"] = unused
+        return out
+
+
+# ---------------------------------------------------------------------- GroupLens CSV
+def csv_table(path, bad: BadLines, required: tuple[str, ...]):
+    """Read a comma-separated file with a header (quotes handled by the csv module).
+    Returns (column -> position, rows) with rows yielding (line, values) lazily."""
+    at = [0]  # line number of the last line the csv module has consumed
+
+    def lines():
+        for n, t in iter_lines(path, bad):
+            at[0] = n
+            yield t
+
+    reader = csv.reader(lines())
+
+    def records():
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                bad(DataError(path, f"not readable as CSV ({e})", line=at[0], hint=SKIP))
+                continue
+            yield at[0], values
+
+    recs = records()
+    first = next(recs, None)
+    names = [c.strip() for c in first[1]] if first else []
+    col = _header(path, first, names, required, ",".join(required))
+    return col, _rows(path, bad, recs, names)
+
+
+class MovieLensCSV:
+    """A GroupLens MovieLens CSV folder (ml-latest-small, ml-25m, ...): ratings.csv,
+    movies.csv, optional tags.csv.
+
+    Item texts: `title`, `genres` ('|' -> ', '; '(no genres listed)' -> ''). Tags become the
+    interaction text `tags` ('; '-joined in file order) of the matching (user, movie) rating
+    rows; tags of pairs without a rating are dropped and counted in notes.
+    """
+
+    def __init__(self, path, name: str | None = None):
+        self.path = str(path)
+        self.name = name or Path(path).name
+        self.notes: dict = {}
+
+    def files(self) -> list[Path]:
+        folder = Path(self.path)
+        tags = folder / "tags.csv"
+        return [folder / "ratings.csv", folder / "movies.csv"] + ([tags] if tags.exists() else [])
+
+    def read(self, bad: BadLines) -> Dataset:
+        self.notes = {}
+        folder = Path(self.path)
+        ratings_csv = folder / "ratings.csv"
+        col, rows = csv_table(ratings_csv, bad, ("userId", "movieId", "rating", "timestamp"))
+        users, items, ratings, times = [], [], [], []
+        for n, v in rows:
+            try:
+                u = identifier(v[col["userId"]], ratings_csv, n, "userId")
+                i = identifier(v[col["movieId"]], ratings_csv, n, "movieId")
+                r = number(v[col["rating"]], ratings_csv, n, "rating")
+                t = int(number(v[col["timestamp"]], ratings_csv, n, "timestamp"))
+            except DataError as e:
+                bad(e)
+                continue
+            users.append(u)
+            items.append(i)
+            ratings.append(r)
+            times.append(t)
+        if not users:
+            raise no_interactions(ratings_csv, bad)
+        interaction_text = {}
+        if (folder / "tags.csv").exists():
+            tags = self._tags(folder / "tags.csv", bad)
+            rated = set(zip(users, items))
+            self.notes["tags_without_rating"] = sum(len(v) for k, v in tags.items() if k not in rated)
+            interaction_text["tags"] = ["; ".join(tags.get(p, ())) for p in zip(users, items)]
+        return Dataset.from_raw(self.name, users, items, rating=ratings, timestamp=times,
+                                item_text=self._movies(folder / "movies.csv", bad), interaction_text=interaction_text)
+
+    def _movies(self, path: Path, bad) -> dict:
+        col, rows = csv_table(check_file(path), bad, ("movieId", "title", "genres"))
+        out = {}
+        for n, v in rows:
+            try:
+                i = identifier(v[col["movieId"]], path, n, "movieId")
+            except DataError as e:
+                bad(e)
+                continue
+            genres = v[col["genres"]].strip()
+            genres = "" if genres == "(no genres listed)" else ", ".join(g.strip() for g in genres.split("|"))
+            out[i] = {"title": v[col["title"]].strip(), "genres": genres}
+        return out
+
+    def _tags(self, path: Path, bad) -> dict[tuple[str, str], list[str]]:
+        col, rows = csv_table(path, bad, ("userId", "movieId", "tag"))
+        tags = defaultdict(list)
+        for n, v in rows:
+            try:
+                pair = (identifier(v[col["userId"]], path, n, "userId"),
+                        identifier(v[col["movieId"]], path, n, "movieId"))
+            except DataError as e:
+                bad(e)
+                continue
+            if v[col["tag"]].strip():
+                tags[pair].append(v[col["tag"]].strip())
+        return tags
