@@ -1,0 +1,139 @@
+"""CLLM4Rec as a plain torch module: one frozen backbone, two sets of ID embeddings.
+
+    ids  [B, T]  in the layout of vocab.py: [vocabulary | users | items]
+      -> embed(side)           words from the frozen vocabulary table, users/items from the
+                               side's own tables (collaborative or content)
+      -> backbone body         one forward pass over prompt + main text (inputs_embeds)
+      -> head, only where the main text is:
+           collaborative: item head tied to the side's item embeddings, softmax over J items
+           content:       the backbone's own vocabulary head, softmax over N words
+           recommendation: the item head at the prompt's last token, multinomial over J items
+
+Only the four ID tables train; the backbone's weights never receive gradients. No Lightning or
+Hydra here, so trained embeddings load with plain torch (see `CLLM4Rec.id_embeddings`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .vocab import Vocab
+
+SIDES = ("collaborative", "content")
+
+
+class CLLM4Rec(nn.Module):
+    def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = 0.02):
+        super().__init__()
+        self.backbone = backbone
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+        self.vocab = vocab
+        words = backbone.get_input_embeddings()
+        if words.num_embeddings != vocab.n_vocab:
+            raise ValueError(f"vocab.n_vocab={vocab.n_vocab} but the backbone has {words.num_embeddings} rows")
+        d = words.embedding_dim
+        # N(0, 0.02) as in the paper; a larger scale also makes the CPU backward slow (denormals)
+        self.user = nn.ModuleDict({s: nn.Embedding(vocab.n_users, d) for s in SIDES})
+        self.item = nn.ModuleDict({s: nn.Embedding(vocab.n_items, d) for s in SIDES})
+        for table in [*self.user.values(), *self.item.values()]:
+            nn.init.normal_(table.weight, std=init_std)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen: no dropout, whatever the caller asks
+        return self
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed(self, ids: torch.Tensor, side: str) -> torch.Tensor:
+        """[B, T] token ids -> [B, T, d] input embeddings for one side."""
+        v = self.vocab
+        words = self.backbone.get_input_embeddings()
+        is_user = (ids >= v.user_offset) & (ids < v.item_offset)
+        is_item = ids >= v.item_offset
+        x = words(ids.clamp(max=v.n_vocab - 1))
+        u = self.user[side]((ids - v.user_offset).clamp(0, v.n_users - 1))
+        i = self.item[side]((ids - v.item_offset).clamp(0, v.n_items - 1))
+        x = torch.where(is_user.unsqueeze(-1), u.to(x.dtype), x)
+        return torch.where(is_item.unsqueeze(-1), i.to(x.dtype), x)
+
+    def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor, side: str) -> torch.Tensor:
+        """[B, T] -> [B, T, d] last hidden states (final norm included), one backbone pass."""
+        out = self.backbone.base_model(inputs_embeds=self.embed(ids, side), attention_mask=attention_mask)
+        return out.last_hidden_state
+
+    def item_logits(self, h: torch.Tensor, side: str = "collaborative") -> torch.Tensor:
+        """[..., d] -> [..., J]: the item head, tied to the side's item embeddings."""
+        return h @ self.item[side].weight.to(h.dtype).T
+
+    def word_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[..., d] -> [..., N]: the backbone's own vocabulary head."""
+        return self.backbone.get_output_embeddings()(h)
+
+    # ------------------------------------------------------------------ losses
+    def lm_loss(self, ids: torch.Tensor, attention_mask: torch.Tensor, main_mask: torch.Tensor,
+                side: str) -> torch.Tensor:
+        """Mean next-token loss over every main-text token, the first one included.
+
+        The logit at position t predicts token t+1, so label positions are main_mask[:, 1:]
+        and the predicting hidden states sit one position earlier. Heads run only there.
+        """
+        h = self.hidden(ids, attention_mask, side)           # [B, T, d]
+        labels_at = main_mask[:, 1:]                          # [B, T-1]
+        h = h[:, :-1][labels_at]                              # [M, d]
+        labels = ids[:, 1:][labels_at]                        # [M]
+        if side == "collaborative":
+            return F.cross_entropy(self.item_logits(h, side).float(), labels - self.vocab.item_offset)
+        return F.cross_entropy(self.word_logits(h).float(), labels)
+
+    def recommend_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor,
+                         last_index: torch.Tensor, side: str = "collaborative") -> torch.Tensor:
+        """[B, T] prompts -> [B, J] item scores read at each prompt's last token."""
+        h = self.hidden(ids, attention_mask, side)           # [B, T, d]
+        h_last = h[torch.arange(h.shape[0], device=h.device), last_index]  # [B, d]
+        return self.item_logits(h_last, side).float()
+
+    @staticmethod
+    def multinomial_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Multinomial likelihood of multi-hot targets: -sum_j x_j log softmax(z)_j per user,
+        averaged over users (Multi-VAE's form). logits, targets: [B, J]."""
+        return -(F.log_softmax(logits, dim=-1) * targets).sum(-1).mean()
+
+    def mutual_regularization(self, ids: torch.Tensor, side: str, reduction: str = "sum") -> torch.Tensor:
+        """Pull `side`'s embeddings of the user/item tokens in `ids` toward the other side's,
+        which is detached (L-step: side='collaborative'; C-step: side='content').
+
+        reduction='sum' (the authors' code): sum over distinct tokens and dimensions of squared
+        differences. 'mean': the same divided by the number of distinct tokens (the mean squared
+        L2 distance per token), so lambda_mr(sum) = lambda_mr(mean) / n_tokens.
+        """
+        other = SIDES[1 - SIDES.index(side)]
+        v = self.vocab
+        ids = torch.unique(ids[ids >= v.user_offset])
+        users = ids[ids < v.item_offset] - v.user_offset
+        items = ids[ids >= v.item_offset] - v.item_offset
+        diff_u = self.user[side](users) - self.user[other](users).detach()
+        diff_i = self.item[side](items) - self.item[other](items).detach()
+        total = diff_u.pow(2).sum() + diff_i.pow(2).sum()
+        if reduction == "mean":
+            return total / max(1, ids.numel())
+        if reduction != "sum":
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        return total
+
+    # ------------------------------------------------------------------ export
+    def id_embeddings(self) -> dict[str, torch.Tensor]:
+        """The trained tables by name, e.g. 'collaborative.user' [I, d] (for safetensors)."""
+        out = {}
+        for s in SIDES:
+            out[f"{s}.user"] = self.user[s].weight.detach().cpu().contiguous()
+            out[f"{s}.item"] = self.item[s].weight.detach().cpu().contiguous()
+        return out
+
+    def load_id_embeddings(self, tables: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for s in SIDES:
+                self.user[s].weight.copy_(tables[f"{s}.user"])
+                self.item[s].weight.copy_(tables[f"{s}.item"])

@@ -1,0 +1,207 @@
+"""The only Lightning code: one LightningModule for both stages and the DataModule feeding it.
+
+Stages and their steps (method.md, "Mutual regularization" and "Recommendation-oriented
+fine-tuning"); `Schedule` says which step each epoch runs:
+
+    content warm-up   content LM loss (vocabulary head), no MR
+    L-step            collaborative LM loss (item head) + lambda_mr * MR(collaborative -> content)
+                      over the item-head documents: collaborative, MIM, BPR, history
+    C-step            content LM loss + lambda_mr * MR(content -> collaborative)
+    fine-tuning       multinomial NLL of the masked items at the prompt's last token
+                      (+ lambda_mr * MR toward the content side), with C-step batches alongside
+                      so the content LM follows the fine-tuned embeddings
+
+Each epoch's documents and batch order depend only on (seed, epoch), and the batch list is a
+stateful iterable: a checkpoint taken mid-epoch resumes at the next batch with the same data.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from . import metrics
+from .corpus import CorpusBuilder, Documents, LengthBucketSampler, collate
+from .model import CLLM4Rec
+
+VAL_KEYS = ("recall@20", "recall@40", "ndcg@100")
+
+
+@dataclass
+class Schedule:
+    """Which step each epoch runs."""
+    stage: str = "pretrain"             # pretrain | finetune
+    content_warmup_epochs: int = 1      # pretrain: content-only epochs first
+    finetune_content: bool = True       # finetune: C-step batches alongside
+
+    def steps(self, epoch: int) -> list[str]:
+        if self.stage == "finetune":
+            return ["rec", "C"] if self.finetune_content else ["rec"]
+        if epoch < self.content_warmup_epochs:
+            return ["warmup"]
+        return ["L"] if (epoch - self.content_warmup_epochs) % 2 == 0 else ["C"]
+
+
+class EpochBatches:
+    """One epoch of collated batches; stateful so Lightning can resume mid-epoch."""
+
+    def __init__(self, batches: list[dict], epoch: int, progress=None):
+        self.batches, self.epoch = batches, epoch
+        self.start = 0
+        self._progress = progress     # callable -> batches finished (the trainer's count)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        yield from self.batches[start:]
+
+    def state_dict(self) -> dict:
+        done = self._progress() if self._progress else 0
+        return {"epoch": self.epoch, "done": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("epoch") == self.epoch:
+            self.start = int(state["done"])
+
+
+class CorpusData(pl.LightningDataModule):
+    """Builds each epoch's documents from the corpus and cuts length-bucketed batches."""
+
+    def __init__(self, builder: CorpusBuilder, schedule: Schedule, *, batch_size: int = 16,
+                 max_tokens: int | None = None, eval_batch_size: int = 64, seed: int = 0, pad_id: int = 0):
+        super().__init__()
+        self.builder, self.schedule = builder, schedule
+        self.batch_size, self.max_tokens, self.eval_batch_size = batch_size, max_tokens, eval_batch_size
+        self.seed, self.pad_id = seed, pad_id
+        self.n_items = builder.ds.n_items
+
+    def documents(self, step: str, rng: np.random.Generator) -> Documents:
+        b = self.builder
+        if step == "L":
+            return b.mixture("item", rng)
+        if step in ("C", "warmup"):
+            return b.mixture("word", rng)
+        if step == "rec":
+            return b.epoch("finetune", rng)
+        raise ValueError(step)
+
+    def epoch_batches(self, epoch: int) -> list[dict]:
+        rng = np.random.default_rng([self.seed, epoch])
+        out = []
+        for step in self.schedule.steps(epoch):
+            docs = self.documents(step, rng)
+            sampler = LengthBucketSampler(docs.lengths, batch_size=self.batch_size, max_tokens=self.max_tokens,
+                                          seed=self.seed * 1000 + len(out))
+            sampler.set_epoch(epoch)
+            n_items = self.n_items if step == "rec" else None
+            out += [{**collate(docs, idx, n_items=n_items, pad_id=self.pad_id), "step": step}
+                    for idx in sampler.batches()]
+        order = rng.permutation(len(out))   # interleave the steps of a mixed epoch
+        return [out[i] for i in order]
+
+    def train_dataloader(self):
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        progress = None
+        if self.trainer is not None:
+            loop = self.trainer.fit_loop.epoch_loop.batch_progress
+            progress = lambda: loop.current.processed  # noqa: E731  (batches whose step finished)
+        return EpochBatches(self.epoch_batches(epoch), epoch, progress)
+
+    def val_dataloader(self):
+        return [{"part": "valid"}]   # one item: validation_step runs the whole ranking
+
+    def test_dataloader(self):
+        return [{"part": "test"}]
+
+
+class CLLM4RecModule(pl.LightningModule):
+    def __init__(self, model: CLLM4Rec, builder: CorpusBuilder, schedule: Schedule, *, lr: float = 1e-3,
+                 lambda_mr: float = 1.0, mr_reduction: str = "sum", eval_batch_size: int = 64,
+                 max_eval_bytes: int = 256 << 20, pad_id: int = 0):
+        super().__init__()
+        self.model, self.builder, self.schedule = model, builder, schedule
+        self.lr, self.lambda_mr, self.mr_reduction = lr, lambda_mr, mr_reduction
+        self.eval_batch_size, self.max_eval_bytes, self.pad_id = eval_batch_size, max_eval_bytes, pad_id
+        self.strict_loading = False   # checkpoints leave out the frozen backbone
+        self._eval_docs: dict[str, Documents] = {}
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        step, m = batch["step"], self.model
+        ids, att = batch["input_ids"], batch["attention_mask"]
+        if step == "rec":
+            logits = m.recommend_logits(ids, att, batch["last_prompt_index"])
+            main = m.multinomial_nll(logits, batch["targets"])
+            side = "collaborative"
+        else:
+            side = "collaborative" if step == "L" else "content"
+            main = m.lm_loss(ids, att, batch["main_mask"], side)
+        loss = main
+        if step != "warmup" and self.lambda_mr > 0:
+            mr = m.mutual_regularization(ids, side, self.mr_reduction)
+            loss = loss + self.lambda_mr * mr
+            self.log(f"train/mr_{step}", mr, batch_size=ids.shape[0])
+        self.log(f"train/loss_{step}", main, prog_bar=True, batch_size=ids.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        # only the ID tables train; no weight decay anywhere (the backbone is frozen)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr)
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_docs(self, part: str) -> Documents:
+        if part not in self._eval_docs:
+            self._eval_docs[part] = self.builder.eval_prompts(part)
+        return self._eval_docs[part]
+
+    @torch.no_grad()
+    def score_users(self, users: torch.Tensor, part: str) -> torch.Tensor:
+        """[B] user indices -> [B, J] item scores from the evaluation prompts."""
+        docs = self.eval_docs(part)     # one document per user, in user order
+        out = []
+        for chunk in users.split(self.eval_batch_size):
+            b = collate(docs, chunk.cpu().numpy(), pad_id=self.pad_id)
+            out.append(self.model.recommend_logits(b["input_ids"].to(self.device),
+                                                   b["attention_mask"].to(self.device),
+                                                   b["last_prompt_index"].to(self.device)).float())
+        return torch.cat(out)
+
+    def ranking_metrics(self, part: str) -> dict[str, float]:
+        ds = self.builder.ds
+        return metrics.evaluate_split(lambda u: self.score_users(u, part), ds, part,
+                                      max_batch_bytes=self.max_eval_bytes, device=self.device)
+
+    def validation_step(self, batch, batch_idx):
+        res = self.ranking_metrics("valid")
+        for k in VAL_KEYS:
+            self.log(f"val/{k}", res[k], batch_size=1)
+        self.log("val/sum", sum(res[k] for k in VAL_KEYS), prog_bar=True, batch_size=1)
+
+    def test_step(self, batch, batch_idx):
+        res = self.ranking_metrics("test")
+        for k, v in res.items():
+            if isinstance(v, (int, float)):
+                self.log(f"test/{k}", float(v), batch_size=1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith("model.backbone.")]:
+            del sd[k]
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), pos, has_gauss, gauss],
+                             "python": list(random.getstate()[1])}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state(("MT19937", np.asarray(keys, np.uint32), pos, has_gauss, gauss))
+            random.setstate((3, tuple(rng["python"]), None))

@@ -1,0 +1,99 @@
+"""The run folder: the only module that knows where a run's files live.
+
+    runs/<data>/<backbone>/<name>/            (a Hydra multirun job: multirun/.../<job number>/)
+        config-<stage>.yaml                   the resolved config of each stage
+        manifest-<stage>.json                 data manifest, input hashes, versions, seed
+        <stage>/checkpoints/{last,best}.ckpt  Lightning checkpoints (ID tables, optimizer, loop,
+                                              data position, RNG; never the frozen backbone)
+        <stage>/embeddings.safetensors        trained user/item tables, loadable with plain torch
+        <stage>/metrics.json, metrics.md      final metrics
+        id_maps.json                          user/item index -> raw id
+        plot.png                              losses and validation metrics (evaluation stage)
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STAGES = ("pretrain", "finetune")
+
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("cllm4rec", "torch", "transformers", "lightning", "hydra-core", "numpy", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+class Run:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def stage_dir(self, stage: str) -> Path:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        return self.root / stage
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "checkpoints"
+
+    def last_checkpoint(self, stage: str) -> Path | None:
+        p = self.checkpoints(stage) / "last.ckpt"
+        return p if p.exists() else None
+
+    def embeddings_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "embeddings.safetensors"
+
+    # ------------------------------------------------------------------ writing
+    def write_config(self, stage: str, yaml_text: str, manifest: dict) -> None:
+        _atomic_write(self.root / f"config-{stage}.yaml", yaml_text)
+        _atomic_write(self.root / f"manifest-{stage}.json",
+                      json.dumps({**manifest, "versions_run": versions()}, indent=2, default=str))
+
+    def save_embeddings(self, stage: str, tables: dict[str, torch.Tensor], user_ids, item_ids,
+                        meta: dict) -> Path:
+        path = self.embeddings_path(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".embeddings.")
+        os.close(fd)
+        save_file(tables, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
+        os.replace(tmp, path)
+        _atomic_write(self.root / "id_maps.json", json.dumps({"user_ids": list(user_ids), "item_ids": list(item_ids)}))
+        return path
+
+    def write_metrics(self, stage: str, results: dict, table: str) -> None:
+        _atomic_write(self.stage_dir(stage) / "metrics.json", json.dumps(results, indent=2))
+        _atomic_write(self.stage_dir(stage) / "metrics.md", table + "\n")
+
+    # ------------------------------------------------------------------ reading
+    def load_embeddings(self, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
+        path = self.embeddings_path(stage)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no {stage} embeddings at {path}: run `python -m cllm4rec.{stage}` with the same data/backbone/"
+                f"name first, or point `pretrained=` at a run folder that has them")
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        return load_file(str(path)), meta
+
+    def id_maps(self) -> dict:
+        return json.loads((self.root / "id_maps.json").read_text())

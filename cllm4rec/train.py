@@ -1,0 +1,122 @@
+"""One training stage (pretrain or finetune) from a composed config: the glue of the entry points.
+
+prepare data -> backbone -> vocabulary -> corpus -> model -> Lightning fit -> embeddings,
+checkpoints and metrics in the run folder (runs.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .backbone import load_backbone
+from .corpus import CorpusBuilder, CorpusConfig
+from .model import CLLM4Rec
+from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, Schedule
+from .prepare import prepared_dataset
+from .runs import Run
+from .vocab import Vocab
+
+
+def make_logger(cfg: DictConfig):
+    """W&B offline unless an API key is configured; CSV; or none (an empty logger config)."""
+    lc = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None
+    if not lc or "_target_" not in lc:
+        return False
+    if lc["_target_"].endswith("WandbLogger"):
+        if lc.get("offline") == "auto":
+            lc["offline"] = not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
+                                 and "api.wandb.ai" in (Path.home() / ".netrc").read_text())
+        os.environ.setdefault("WANDB_SILENT", "true")
+    return instantiate(lc)
+
+
+def results_table(rows: dict[str, dict[str, float]], keys) -> str:
+    """Markdown table: one row per model, one column per metric."""
+    head = "| model | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys)
+    lines = [f"| {name} | " + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + " |"
+             for name, r in rows.items()]
+    return "\n".join([head, *lines])
+
+
+def train(cfg: DictConfig) -> dict:
+    stage = cfg.stage
+    if stage not in ("pretrain", "finetune"):
+        raise ValueError(f"stage must be pretrain or finetune, got {stage!r}")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_flush_denormal(True)
+    run = Run(cfg.run_dir)
+    m = cfg.model
+    sm = m[stage]
+
+    ds, manifest = prepared_dataset(cfg.data, strict=cfg.strict_data)
+    backbone, tokenizer = load_backbone(cfg.backbone.name, seed=cfg.seed)
+    vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
+    corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
+    builder = CorpusBuilder(ds, tokenizer, vocab, corpus_cfg)
+    model = CLLM4Rec(backbone, vocab, init_std=m.init_std)
+    if stage == "finetune" and sm.from_pretrained:
+        source = Run(cfg.pretrained) if cfg.pretrained else run
+        tables, meta = source.load_embeddings("pretrain")
+        if meta.get("n_users") != ds.n_users or meta.get("n_items") != ds.n_items:
+            raise ValueError(f"pretrained embeddings in {source.root} are for {meta.get('n_users')} users / "
+                             f"{meta.get('n_items')} items, this dataset has {ds.n_users} / {ds.n_items}")
+        model.load_id_embeddings(tables)
+    run.write_config(stage, OmegaConf.to_yaml(cfg, resolve=True), {**manifest, "seed": cfg.seed})
+
+    schedule = Schedule(stage=stage, content_warmup_epochs=m.pretrain.content_warmup_epochs,
+                        finetune_content=bool(m.finetune.content_alongside))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    data = CorpusData(builder, schedule, batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=cfg.seed,
+                      pad_id=pad_id)
+    module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=m.lambda_mr, mr_reduction=m.mr_reduction,
+                            eval_batch_size=m.eval_batch_size, max_eval_bytes=m.max_eval_bytes, pad_id=pad_id)
+
+    ckpt_dir = run.checkpoints(stage)
+    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/sum", mode="max",
+                                              save_top_k=1, enable_version_counter=False),
+                 pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step", save_last=True,
+                                              every_n_train_steps=m.checkpoint_every_n_steps, save_top_k=0,
+                                              save_on_train_epoch_end=True)]
+    if stage == "finetune":
+        callbacks.append(pl.callbacks.EarlyStopping(monitor="val/sum", mode="max", patience=sm.patience))
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg["max_epochs"] = trainer_cfg.get("max_epochs") or sm.epochs
+    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=make_logger(cfg),
+                          default_root_dir=str(run.stage_dir(stage)), reload_dataloaders_every_n_epochs=1,
+                          use_distributed_sampler=False)
+    ckpt = None
+    if cfg.resume and run.last_checkpoint(stage):
+        ckpt = str(run.last_checkpoint(stage))
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    fit_seconds = time.perf_counter() - t0
+
+    best = callbacks[0].best_model_path if stage == "finetune" else None
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state, strict=False)
+    results = {"stage": stage, "fit_seconds": round(fit_seconds, 1), "best_checkpoint": best or None,
+               "epochs_run": trainer.current_epoch}
+    if trainer.is_global_zero:
+        module.to("cpu" if trainer.strategy.root_device.type == "cpu" else trainer.strategy.root_device)
+        module.eval()
+        with torch.autocast(module.device.type, dtype=torch.bfloat16,
+                            enabled=str(trainer_cfg.get("precision", "")).startswith("bf16")):
+            results["valid"] = module.ranking_metrics("valid")
+            results["test"] = module.ranking_metrics("test")
+        run.save_embeddings(stage, model.id_embeddings(), ds.user_ids, ds.item_ids,
+                            {"n_users": ds.n_users, "n_items": ds.n_items, "backbone": cfg.backbone.name,
+                             "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})
+        keys = ["recall@20", "recall@40", "ndcg@100"]
+        table = results_table({f"CLLM4Rec ({stage}, valid)": results["valid"],
+                               f"CLLM4Rec ({stage}, test)": results["test"]}, keys)
+        run.write_metrics(stage, results, table)
+        print(f"\n{stage} finished in {fit_seconds / 60:.1f} min; run folder {run.root}\n{table}", file=sys.stderr)
+    return results
