@@ -110,7 +110,12 @@ class CorpusData(pl.LightningDataModule):
         if self.trainer is not None:
             loop = self.trainer.fit_loop.epoch_loop.batch_progress
             progress = lambda: loop.current.processed  # noqa: E731  (batches whose step finished)
-        return EpochBatches(self.epoch_batches(epoch), epoch, progress)
+        batches = self.epoch_batches(epoch)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # data parallel: each rank takes every world_size-th batch (equal counts per rank)
+            n = len(batches) // self.trainer.world_size * self.trainer.world_size
+            batches = batches[self.trainer.global_rank:n:self.trainer.world_size]
+        return EpochBatches(batches, epoch, progress)
 
     def val_dataloader(self):
         return [{"part": "valid"}]   # one item: validation_step runs the whole ranking

@@ -1,0 +1,148 @@
+"""The real Hydra config, composed and run on tiny backbones (lightning-hydra-template habit):
+fast_dev_run of both stages, config errors, a sweep's command line, resume after SIGKILL, DDP."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from cllm4rec.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+TINY = ["experiment=tiny", "trainer=cpu", "logger=none", "trainer.enable_progress_bar=false"]
+
+
+def cfg_for(stage, tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=[*TINY, *overrides])
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    return cfg
+
+
+@pytest.mark.parametrize("data", ["ml100k", "beauty", "yelp", "scientific", "all_beauty", "ml_latest_small"])
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_every_data_and_stage_composes(tmp_path, data, stage):
+    cfg = cfg_for(stage, tmp_path, f"data={data}", "model.lambda_mr=0.5")
+    assert cfg.stage == stage and cfg.model.lambda_mr == 0.5 and cfg.backbone.name == "tiny_gpt2"
+    assert cfg.data.source._target_.startswith("cllm4rec.data.")
+
+
+def test_fast_dev_run_both_stages(tmp_path, shared_data):
+    pre = train(cfg_for("pretrain", tmp_path, "trainer.fast_dev_run=true"))
+    assert set(pre["test"]) >= {"recall@20", "recall@40", "ndcg@100"}
+    run = tmp_path / "run"
+    assert (run / "pretrain" / "embeddings.safetensors").exists() and (run / "id_maps.json").exists()
+    fin = train(cfg_for("finetune", tmp_path, "trainer.fast_dev_run=true"))
+    assert 0.0 <= fin["test"]["recall@20"] <= 1.0
+    saved = json.loads((run / "finetune" / "metrics.json").read_text())
+    assert saved["test"]["recall@20"] == pytest.approx(fin["test"]["recall@20"])
+    manifest = json.loads((run / "manifest-finetune.json").read_text())
+    assert manifest["inputs"][0]["sha256"] and manifest["versions_run"]["torch"]
+
+
+def test_finetune_without_pretraining_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cllm4rec.pretrain"):
+        train(cfg_for("finetune", tmp_path, "trainer.fast_dev_run=true"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.lambda_mr=abc", "lambda_mr"),
+    ("model.mr_reduction=median", "mr_reduction"),
+    ("model.finetune.epochs=1.5", "epochs"),
+])
+def test_wrong_type_fails_clearly(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        train(cfg_for("pretrain", tmp_path, override))
+
+
+def test_unknown_key_fails_at_compose(tmp_path):
+    with pytest.raises(Exception, match="lamda_mr"):
+        cfg_for("pretrain", tmp_path, "model.lamda_mr=1")
+
+
+def _cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_wandb_sweep_command_runs(tmp_path, shared_data):
+    sweep = yaml.safe_load((ROOT / "conf" / "sweep" / "lambda_mr.yaml").read_text())
+    assert sweep["command"][2:4] == ["-m", "cllm4rec.finetune"]
+    # one grid point, the way the W&B agent passes it: key=value arguments
+    point = [f"{k}={v['values'][0]}" for k, v in sweep["parameters"].items()]
+    common = [*TINY, "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"]
+    pre = _cli("-m", "cllm4rec.pretrain", *common)
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    fin = _cli("-m", "cllm4rec.finetune", *common, *point)
+    assert fin.returncode == 0, fin.stderr[-3000:]
+    cfg = yaml.safe_load((tmp_path / "run" / "config-finetune.yaml").read_text())
+    assert cfg["model"]["lambda_mr"] == sweep["parameters"]["model.lambda_mr"]["values"][0]
+
+
+@pytest.mark.slow
+def test_hydra_multirun(tmp_path, shared_data):
+    out = _cli("-m", "cllm4rec.pretrain", "--multirun", *TINY, "trainer.fast_dev_run=true",
+               "model.lambda_mr=0.1,1.0", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (tmp_path / job / "pretrain" / "embeddings.safetensors").exists()
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from cllm4rec import modules
+    from cllm4rec.train import train
+    overrides, run_dir, kill_at = sys.argv[1].split(), sys.argv[2], int(sys.argv[3])
+    with initialize_config_dir(config_dir=%r, version_base="1.3"):
+        cfg = compose(config_name="pretrain", overrides=overrides)
+    with open_dict(cfg):
+        cfg.run_dir = run_dir
+    if kill_at > 0:
+        step = modules.CLLM4RecModule.training_step
+        def dying(self, batch, i):
+            if self.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)     # a real crash: no cleanup, no hooks
+            return step(self, batch, i)
+        modules.CLLM4RecModule.training_step = dying
+    train(cfg)
+""") % CONF
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, shared_data):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    ov = " ".join([*TINY, "model.pretrain.epochs=2", "model.pretrain.content_warmup_epochs=1",
+                   "model.checkpoint_every_n_steps=7", "trainer.precision=32"])
+    ref = _cli(str(script), ov, str(tmp_path / "ref"), "0")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    killed = _cli(str(script), ov, str(tmp_path / "res"), "100")     # inside the second epoch
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "res" / "pretrain" / "checkpoints" / "last.ckpt").exists()
+    resumed = _cli(str(script), ov + " resume=true", str(tmp_path / "res"), "0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "ref" / "pretrain" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "res" / "pretrain" / "metrics.json").read_text())
+    for k in ("recall@20", "recall@40", "ndcg@100"):
+        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-6), (k, a["test"], b["test"])
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, shared_data):
+    tiny = [o for o in TINY if not o.startswith("trainer=")]
+    out = _cli("-m", "cllm4rec.pretrain", *tiny, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+               "trainer.precision=32", "+trainer.max_steps=4",
+               f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert (tmp_path / "run" / "pretrain" / "embeddings.safetensors").exists()
