@@ -387,7 +387,8 @@ def tokenize_texts(tokenizer, texts: Sequence[str], cache_dir: str | os.PathLike
     lens = np.zeros(len(texts), np.int64)
     chunks = []
     for start in range(0, len(texts), batch):
-        ids = tokenizer(list(texts[start:start + batch]), add_special_tokens=False)["input_ids"]
+        # verbose=False: long texts are cut later (max_main_tokens), no length warning needed
+        ids = tokenizer(list(texts[start:start + batch]), add_special_tokens=False, verbose=False)["input_ids"]
         lens[start:start + len(ids)] = [len(x) for x in ids]
         chunks.append(np.fromiter((t for x in ids for t in x), np.int64))
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
@@ -433,7 +434,7 @@ class CorpusBuilder:
         self.cfg = cfg or CorpusConfig()
         self.cache_dir = cache_dir
         self._fingerprint = None
-        self._tables: dict[str, list[_TextTable]] = {}
+        self._tables: dict = {}   # kind -> [(_TextTable, Template)]; "_titles" -> (tokens, offsets)
         c = self.cfg
         t = self._words
         self.t_collab = Template(c.collaborative_template, t, {"user"}, set(), "collaborative_template")
@@ -840,9 +841,10 @@ def collate(docs: Documents, index, n_items: int | None = None, pad_id: int = 0)
     out["target_items"] = torch.from_numpy(targets)
     out["target_offsets"] = torch.from_numpy(_offsets(tlens))
     if n_items is not None and len(docs.target_items):
-        dense = torch.zeros(len(index), n_items)
-        dense[torch.from_numpy(np.repeat(np.arange(len(index)), tlens)), out["target_items"]] = 1.0
-        out["targets"] = dense
+        # np.zeros maps zero pages lazily; torch.zeros would write all B x J floats each batch
+        dense = np.zeros((len(index), n_items), np.float32)
+        dense[np.repeat(np.arange(len(index)), tlens), targets] = 1.0
+        out["targets"] = torch.from_numpy(dense)
     return out
 
 

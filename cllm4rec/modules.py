@@ -98,9 +98,8 @@ class CorpusData(pl.LightningDataModule):
             sampler = LengthBucketSampler(docs.lengths, batch_size=self.batch_size, max_tokens=self.max_tokens,
                                           seed=self.seed * 1000 + len(out))
             sampler.set_epoch(epoch)
-            n_items = self.n_items if step == "rec" else None
-            out += [{**collate(docs, idx, n_items=n_items, pad_id=self.pad_id), "step": step}
-                    for idx in sampler.batches()]
+            # targets stay index lists here; the dense [B, J] multi-hot is built per step
+            out += [{**collate(docs, idx, pad_id=self.pad_id), "step": step} for idx in sampler.batches()]
         order = rng.permutation(len(out))   # interleave the steps of a mixed epoch
         return [out[i] for i in order]
 
@@ -140,8 +139,12 @@ class CLLM4RecModule(pl.LightningModule):
         step, m = batch["step"], self.model
         ids, att = batch["input_ids"], batch["attention_mask"]
         if step == "rec":
-            logits = m.recommend_logits(ids, att, batch["last_prompt_index"])
-            main = m.multinomial_nll(logits, batch["targets"])
+            logits = m.recommend_logits(ids, att, batch["last_prompt_index"])   # [B, J]
+            rows = torch.repeat_interleave(torch.arange(len(ids), device=ids.device),
+                                           batch["target_offsets"].diff())
+            targets = torch.zeros_like(logits).index_put_((rows, batch["target_items"]),
+                                                          torch.ones_like(rows, dtype=logits.dtype))
+            main = m.multinomial_nll(logits, targets)
             side = "collaborative"
         else:
             side = "collaborative" if step == "L" else "content"

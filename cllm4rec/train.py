@@ -33,10 +33,12 @@ def _f(default, help: str):
 @dataclass
 class PretrainConfig:
     lr: float = _f(1e-3, "Adam learning rate of the ID tables")
-    epochs: int = _f(3, "Total epochs: content warm-up first, then L-step / C-step alternating")
+    epochs: int = _f(4, "Total epochs: content warm-up first, then L-step / C-step alternating")
     content_warmup_epochs: int = _f(1, "Content-only epochs before the alternation")
     batch_size: int = _f(16, "Documents per batch (length-bucketed)")
     max_tokens: Optional[int] = _f(None, "Optional cap on padded tokens per batch")
+    evaluate: bool = _f(False, "Rank validation/test users with the pretrained item head at the end "
+                               "(costs two evaluation passes; validation every epoch is fine-tuning's job)")
 
 
 @dataclass
@@ -45,7 +47,7 @@ class FinetuneConfig:
     epochs: int = _f(4, "Maximum fine-tuning epochs")
     batch_size: int = _f(16, "Prompts per batch")
     max_tokens: Optional[int] = _f(None, "Optional cap on padded tokens per batch")
-    content_alongside: bool = _f(True, "C-step batches with MR toward the fine-tuned embeddings")
+    content_alongside: bool = _f(False, "C-step batches with MR toward the fine-tuned embeddings")
     patience: int = _f(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
     from_pretrained: bool = _f(True, "Start from the pretraining embeddings (false: from scratch)")
 
@@ -130,15 +132,17 @@ def train(cfg: DictConfig) -> dict:
                             eval_batch_size=m.eval_batch_size, max_eval_bytes=m.max_eval_bytes, pad_id=pad_id)
 
     ckpt_dir = run.checkpoints(stage)
-    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/sum", mode="max",
-                                              save_top_k=1, enable_version_counter=False),
-                 pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step", save_last=True,
+    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step", save_last=True,
                                               every_n_train_steps=m.checkpoint_every_n_steps, save_top_k=0,
                                               save_on_train_epoch_end=True)]
-    if stage == "finetune":
-        callbacks.append(pl.callbacks.EarlyStopping(monitor="val/sum", mode="max", patience=sm.patience))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["max_epochs"] = trainer_cfg.get("max_epochs") or sm.epochs
+    if stage == "finetune":   # validation every epoch, best checkpoint, early stopping
+        callbacks += [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/sum", mode="max",
+                                                   save_top_k=1, enable_version_counter=False),
+                      pl.callbacks.EarlyStopping(monitor="val/sum", mode="max", patience=sm.patience)]
+    else:
+        trainer_cfg["limit_val_batches"] = 0
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=make_logger(cfg),
                           default_root_dir=str(run.stage_dir(stage)), reload_dataloaders_every_n_epochs=1,
                           use_distributed_sampler=False)
@@ -149,7 +153,7 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - t0
 
-    best = callbacks[0].best_model_path if stage == "finetune" else None
+    best = callbacks[1].best_model_path if stage == "finetune" else None
     if best:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state, strict=False)
@@ -158,16 +162,17 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         module.to("cpu" if trainer.strategy.root_device.type == "cpu" else trainer.strategy.root_device)
         module.eval()
+        evaluate = stage == "finetune" or sm.evaluate
         with torch.autocast(module.device.type, dtype=torch.bfloat16,
                             enabled=str(trainer_cfg.get("precision", "")).startswith("bf16")):
-            results["valid"] = module.ranking_metrics("valid")
-            results["test"] = module.ranking_metrics("test")
+            for part in ("valid", "test") if evaluate else ():
+                results[part] = module.ranking_metrics(part)
         run.save_embeddings(stage, model.id_embeddings(), ds.user_ids, ds.item_ids,
                             {"n_users": ds.n_users, "n_items": ds.n_items, "backbone": cfg.backbone.name,
                              "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})
         keys = ["recall@20", "recall@40", "ndcg@100"]
-        table = results_table({f"CLLM4Rec ({stage}, valid)": results["valid"],
-                               f"CLLM4Rec ({stage}, test)": results["test"]}, keys)
+        table = results_table({f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results},
+                              keys)
         run.write_metrics(stage, results, table)
         print(f"\n{stage} finished in {fit_seconds / 60:.1f} min; run folder {run.root}\n{table}", file=sys.stderr)
     return results

@@ -559,6 +559,17 @@ def test_yaml_mirrors_the_dataclass():
     assert all(f.metadata.get("help") for f in dataclasses.fields(CorpusConfig))
 
 
+@pytest.mark.parametrize("name,order", [("default", "shuffle"), ("sequential", "time")])
+def test_hydra_group_composes(name, order):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "corpus"), version_base="1.3"):
+        cfg = CorpusConfig.from_mapping(OmegaConf.to_container(compose(config_name=name)))
+    assert cfg.item_order == cfg.eval_order == order
+    assert dataclasses.replace(cfg, item_order="shuffle", eval_order="shuffle", eval_test_includes_valid=False) \
+        == CorpusConfig()
+
+
 @pytest.mark.parametrize("bad,match", [
     ({"finetune_target": "some"}, "finetune_target"),
     ({"finetune_mask_ratio": 0.0}, "finetune_mask_ratio"),
