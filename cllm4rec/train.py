@@ -33,10 +33,10 @@ def _f(default, help: str):
 @dataclass
 class PretrainConfig:
     lr: float = _f(1e-3, "Adam learning rate of the ID tables")
-    epochs: int = _f(4, "Total epochs: content warm-up first, then L-step / C-step alternating")
+    epochs: int = _f(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
     content_warmup_epochs: int = _f(1, "Content-only epochs before the alternation")
-    batch_size: int = _f(16, "Documents per batch (length-bucketed)")
-    max_tokens: Optional[int] = _f(None, "Optional cap on padded tokens per batch")
+    batch_size: int = _f(64, "Documents per batch at most (length-bucketed)")
+    max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
     evaluate: bool = _f(False, "Rank validation/test users with the pretrained item head at the end "
                                "(costs two evaluation passes; validation every epoch is fine-tuning's job)")
 
@@ -44,9 +44,9 @@ class PretrainConfig:
 @dataclass
 class FinetuneConfig:
     lr: float = _f(1e-3, "Adam learning rate of the ID tables")
-    epochs: int = _f(4, "Maximum fine-tuning epochs")
-    batch_size: int = _f(16, "Prompts per batch")
-    max_tokens: Optional[int] = _f(None, "Optional cap on padded tokens per batch")
+    epochs: int = _f(3, "Maximum fine-tuning epochs")
+    batch_size: int = _f(64, "Prompts per batch at most")
+    max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
     content_alongside: bool = _f(False, "C-step batches with MR toward the fine-tuned embeddings")
     patience: int = _f(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
     from_pretrained: bool = _f(True, "Start from the pretraining embeddings (false: from scratch)")
