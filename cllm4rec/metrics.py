@@ -82,8 +82,11 @@ def _order_keys(scores: torch.Tensor) -> torch.Tensor:
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # [B, n]
         ranks_desc = torch.arange(n - 1, -1, -1, device=scores.device).expand_as(order)
         return torch.empty_like(order).scatter_(1, order, ranks_desc)
-    s = scores.float() + 0.0                 # a fresh copy; -0.0 + 0.0 = +0.0: the two zeros must tie
+    # Bit operations only: arithmetic (even `x + 0.0`) flushes subnormals to zero when
+    # torch.set_flush_denormal(True) is on (the training code turns it on for CPU speed).
+    s = scores.to(torch.float32, copy=True)
     bits = s.view(torch.int32)               # [B, n], shares memory with s
+    bits.masked_fill_(bits == -(2 ** 31), 0)  # -0.0 -> +0.0: the two zeros must tie
     bits ^= (bits < 0).to(torch.int32) * 0x7FFFFFFF
     keys = bits.to(torch.int64)
     del s, bits

@@ -170,9 +170,19 @@ def test_negative_and_positive_zero_tie():
     assert got["hr@1"] == 0.0 and got["hr@2"] == 1.0               # 1e-30 first, then -0.0 (index 0) == +0.0
 
 
-def test_key_order_is_exact_for_extreme_floats():
-    vals = torch.tensor([[-math.inf, -3e38, -1.0, -1e-45, -0.0, 0.0, 1e-45, 1.0, 3e38, math.inf]])
-    keys = M._order_keys(vals)
+@pytest.mark.parametrize("flush_denormal", [False, True])
+def test_key_order_is_exact_for_extreme_floats(flush_denormal):
+    # Built from bit patterns: under flush-to-zero even creating a subnormal from a Python float
+    # may give 0, and loading a backbone turns flush-to-zero on for the rest of the process.
+    bits = torch.tensor([[0xFF800000, 0xFF61EE3F, 0xBF800000, 0x80000001, 0x80000000,
+                          0x00000000, 0x00000001, 0x3F800000, 0x7F61EE3F, 0x7F800000]], dtype=torch.int64)
+    vals = bits.to(torch.int32).view(torch.float32)  # -inf -3e38 -1 -1e-45 -0 +0 1e-45 1 3e38 inf
+    previous = bool((vals[0, 6] * 1.0) == 0)          # is flush-to-zero on now? restore it after
+    torch.set_flush_denormal(flush_denormal)
+    try:
+        keys = M._order_keys(vals)
+    finally:
+        torch.set_flush_denormal(previous)
     order = torch.argsort(keys, dim=1, descending=True)[0].tolist()
     assert order == [9, 8, 7, 6, 4, 5, 3, 2, 1, 0]                 # -0.0 and +0.0 tie: lower index first
 
