@@ -597,6 +597,19 @@ class CorpusBuilder:
         tcount = np.bincount(ds.user[target_rows], minlength=ds.n_users)
         return self._docs("eval", tokens, offsets, plen, users, None, targets, tcount)
 
+    def prompts(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> Documents:
+        """Fine-tuning prompts for given (user index, item-index history) pairs, for serving:
+        items in the given order; a history longer than the prompt's room keeps its last items."""
+        users = np.asarray(users, np.int64)
+        room = self._room(self.t_finetune, "finetune")
+        hs = [np.asarray(h, np.int64).reshape(-1) for h in histories]
+        hs = [h[len(h) - min(len(h), room):] for h in hs]
+        shown = np.asarray([len(h) for h in hs], np.int64)
+        items = np.concatenate(hs) if hs else np.zeros(0, np.int64)
+        segs = self.t_finetune.segments({"user": self.vocab.user(users), "items": (self.vocab.item(items), shown)})
+        tokens, offsets, plen = _assemble(len(users), segs, len(segs))
+        return self._docs("eval", tokens, offsets, plen, users)
+
     # ------------------------------------------------------------------ item-head kinds
     def _collaborative(self, rng) -> Documents:
         c = self.cfg

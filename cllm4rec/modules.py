@@ -133,6 +133,11 @@ class CLLM4RecModule(pl.LightningModule):
         self.eval_batch_size, self.max_eval_bytes, self.pad_id = eval_batch_size, max_eval_bytes, pad_id
         self.strict_loading = False   # checkpoints leave out the frozen backbone
         self._eval_docs: dict[str, Documents] = {}
+        # per-epoch mean losses and validation metrics (history.json, the run's plot);
+        # kept in checkpoints so a resumed run has the whole curve
+        self.history: list[dict] = []
+        self._sums: dict[str, list[float]] = {}
+        self._val: dict[str, float] = {}
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -155,7 +160,15 @@ class CLLM4RecModule(pl.LightningModule):
             loss = loss + self.lambda_mr * mr
             self.log(f"train/mr_{step}", mr, batch_size=ids.shape[0])
         self.log(f"train/loss_{step}", main, prog_bar=True, batch_size=ids.shape[0])
+        acc = self._sums.setdefault(f"loss_{step}", [0.0, 0])
+        acc[0] += float(main.detach())
+        acc[1] += 1
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        row = {"epoch": self.current_epoch, **{k: t / max(n, 1) for k, (t, n) in self._sums.items()}, **self._val}
+        self.history.append(row)
+        self._sums, self._val = {}, {}
 
     def configure_optimizers(self):
         # only the ID tables train; no weight decay anywhere (the backbone is frozen)
@@ -187,6 +200,7 @@ class CLLM4RecModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         res = self.ranking_metrics("valid")
+        self._val = {f"val_{k}": float(res[k]) for k in VAL_KEYS}
         for k in VAL_KEYS:
             self.log(f"val/{k}", res[k], batch_size=1)
         self.log("val/sum", sum(res[k] for k in VAL_KEYS), prog_bar=True, batch_size=1)
@@ -203,10 +217,14 @@ class CLLM4RecModule(pl.LightningModule):
         for k in [k for k in sd if k.startswith("model.backbone.")]:
             del sd[k]
         _, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["history"] = {"epochs": self.history, "sums": self._sums, "val": self._val}
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), pos, has_gauss, gauss],
                              "python": list(random.getstate()[1])}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        h = checkpoint.get("history")
+        if h:
+            self.history, self._sums, self._val = h["epochs"], h["sums"], h["val"]
         rng = checkpoint.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])

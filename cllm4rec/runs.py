@@ -7,6 +7,8 @@
                                               data position, RNG; never the frozen backbone)
         <stage>/embeddings.safetensors        trained user/item tables, loadable with plain torch
         <stage>/metrics.json, metrics.md      final metrics
+        <stage>/history.json                  per-epoch mean losses and validation metrics
+        evaluation.json, evaluation.md        model vs baselines (python -m cllm4rec.evaluate)
         id_maps.json                          user/item index -> raw id
         plot.png                              losses and validation metrics (evaluation stage)
 """
@@ -83,7 +85,18 @@ class Run:
         _atomic_write(self.stage_dir(stage) / "metrics.json", json.dumps(results, indent=2))
         _atomic_write(self.stage_dir(stage) / "metrics.md", table + "\n")
 
+    def write_evaluation(self, results: dict, table: str) -> None:
+        _atomic_write(self.root / "evaluation.json", json.dumps(results, indent=2))
+        _atomic_write(self.root / "evaluation.md", table + "\n")
+
+    def write_history(self, stage: str, epochs: list[dict]) -> None:
+        _atomic_write(self.stage_dir(stage) / "history.json", json.dumps(epochs, indent=1))
+
     # ------------------------------------------------------------------ reading
+    def history(self, stage: str) -> list[dict]:
+        p = self.stage_dir(stage) / "history.json"
+        return json.loads(p.read_text()) if p.exists() else []
+
     def load_embeddings(self, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
         path = self.embeddings_path(stage)
         if not path.exists():

@@ -174,5 +174,6 @@ def train(cfg: DictConfig) -> dict:
         table = results_table({f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results},
                               keys)
         run.write_metrics(stage, results, table)
+        run.write_history(stage, module.history)
         print(f"\n{stage} finished in {fit_seconds / 60:.1f} min; run folder {run.root}\n{table}", file=sys.stderr)
     return results

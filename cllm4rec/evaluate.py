@@ -1,0 +1,109 @@
+"""Evaluate a trained run against the baselines on the same split, print and save the table.
+
+    python -m cllm4rec.evaluate                       # runs/ml100k/smollm2_135m/default
+    python -m cllm4rec.evaluate data=beauty name=my_run '~baselines.multivae'
+
+Rows: CLLM4Rec (the run's fine-tuned embeddings) and each configured baseline (conf/baseline),
+fitted on the training part and scored by the same metric code (cllm4rec.metrics).
+Tasks:
+  retrieval  full-catalogue ranking of the test part, training + validation items excluded
+             (recall@K with CLLM4Rec's min(K, |T_u|) denominator, ndcg@K, hr@K, mrr)
+  ranking    SAMPLED protocol: one held-out test item per user (leave-one-out: the item; random
+             splits: one of the user's test items drawn with `sampled.seed`) against
+             `sampled.n_negatives` items the user never interacted with, drawn with the same seed
+Writes <run>/evaluation.json, evaluation.md and plot.png (training curves and the test bars).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import hydra
+import numpy as np
+import scipy.sparse as sp
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from . import metrics
+from .modules import CLLM4RecModule, Schedule
+from .recommend import load_trained
+from .runs import Run
+from .train import checked_model_config, results_table
+
+RETRIEVAL_KS = (10, 20, 40, 100)
+
+
+def one_heldout_per_user(target: sp.csr_matrix, seed: int) -> sp.csr_matrix:
+    """Keep one target item per user (uniformly, seeded per user); users without one stay empty."""
+    target = sp.csr_matrix(target)
+    rows, cols = [], []
+    for u in np.flatnonzero(np.diff(target.indptr)):
+        items = target.indices[target.indptr[u]:target.indptr[u + 1]]
+        rows.append(u)
+        cols.append(items[np.random.default_rng([seed, int(u)]).integers(len(items))])
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=target.shape)
+
+
+def evaluate_run(cfg: DictConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    run = Run(cfg.run_dir)
+    rcfg, ds, builder, model = load_trained(run)
+    m = checked_model_config(rcfg.model)
+    pad_id = builder.tokenizer.pad_token_id if builder.tokenizer.pad_token_id is not None else 0
+    module = CLLM4RecModule(model, builder, Schedule(stage="finetune"), eval_batch_size=m.eval_batch_size,
+                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id).eval()
+    bf16 = str(rcfg.trainer.get("precision", "")).startswith("bf16")
+
+    seen, target = ds.matrix("train", "valid"), ds.matrix("test")
+    heldout = one_heldout_per_user(target, cfg.sampled.seed)
+    users, cand = metrics.sampled_candidates(ds.matrix("train", "valid", "test"), heldout,
+                                             cfg.sampled.n_negatives, cfg.sampled.seed)
+    scorers = {"CLLM4Rec": lambda u: module.score_users(u, "test")}
+    timings = {}
+    for name, bcfg in (cfg.baselines or {}).items():
+        t0 = time.perf_counter()
+        scorers[name] = instantiate(bcfg).fit(ds.matrix("train"), valid=ds.matrix("valid"))
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    rows, sampled = {}, {}
+    for name, score in scorers.items():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and name == "CLLM4Rec"):
+            rows[name] = metrics.evaluate(score, seen, target, RETRIEVAL_KS, ("recall", "ndcg", "hr", "mrr"),
+                                          max_batch_bytes=m.max_eval_bytes)
+            sampled[name] = metrics.evaluate_sampled(score, users, cand, cfg.sampled.ks)
+        print(f"{name}: recall@20 {rows[name]['recall@20']:.4f}", file=sys.stderr)
+
+    keys = ["recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10"]
+    skeys = [f"sampled_{m_}@{k}" for m_ in ("hr", "ndcg") for k in cfg.sampled.ks]
+    table = (f"Retrieval: full ranking of the test part ({ds.name}, {rcfg.data.split.protocol} split, "
+             f"{rows['CLLM4Rec']['n_users_evaluated']} users)\n\n" + results_table(rows, keys)
+             + f"\n\nRanking (SAMPLED: one held-out item vs {cfg.sampled.n_negatives} sampled negatives, "
+             f"seed {cfg.sampled.seed})\n\n" + results_table(sampled, skeys))
+    results = {"data": ds.name, "split": OmegaConf.to_container(rcfg.data.split, resolve=True),
+               "backbone": rcfg.backbone.name, "run": str(run.root), "retrieval": rows, "ranking_sampled": sampled,
+               "baseline_fit_seconds": timings,
+               "baselines": OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.baselines else {}}
+    run.write_evaluation(results, table)
+    if cfg.plot:
+        from .plots import plot_run
+        plot_run(run, rows, keys=["recall@20", "recall@40", "ndcg@100"])
+    print(table)
+    return results
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def _main(cfg: DictConfig) -> None:
+    try:
+        evaluate_run(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()
