@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
-import statistics
+import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -28,38 +25,8 @@ from cllm4rec.data import BadLines, split_random
 from cllm4rec.data.readers import AmazonReviews, RecBoleAtomic, S3RecSequences
 from cllm4rec.vocab import Vocab
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for pkg in ("cllm4rec", "numpy", "torch", "tokenizers", "transformers"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {"cpu": cpu, "cores": os.cpu_count(),
-            "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "platform": platform.platform(), "versions": versions}
-
-
-def timed(fn, repeats: int):
-    """Median CPU and wall seconds of fn() over `repeats` runs, and the last result."""
-    cpu, wall = [], []
-    for _ in range(repeats):
-        c0, w0 = time.process_time(), time.perf_counter()
-        out = fn()
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
-    return statistics.median(cpu), statistics.median(wall), out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, timed, write_json  # noqa: E402
 
 
 def bench_dataset(name: str, ds, tok, cfg: CorpusConfig, kinds: list[str], repeats: int) -> dict:
@@ -133,8 +100,7 @@ def main() -> None:
               "machine": machine(), "repeats": args.repeats, "split": "split_random(seed=0)",
               "config": dataclasses.asdict(cfg), "results": results,
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -1,6 +1,7 @@
 """Full-ranking evaluation on Beauty: users/s and peak memory.
 
-    .venv/bin/python benchmarks/evaluation.py [--data ../shared/data]
+    .venv/bin/python benchmarks/evaluation.py [--data ../shared/data] [--bounds 64 256 1024]
+                                              [--whole-bound 256] [--eval-batch-size 256]
 
 Two parts, each measured in its own child process so that peak RSS (ru_maxrss) belongs to it:
   scoring  metrics.evaluate alone (masking, top-K, metrics) on Beauty's shape (22,363 users x
@@ -16,15 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import load, machine, now, write_json  # noqa: E402
+
+KS = (20, 40, 100)
 
 
 def _beauty(data: Path):
@@ -34,7 +37,7 @@ def _beauty(data: Path):
     return split_random(ds, seed=0)
 
 
-def child(kind: str, bound_mib: int, data: Path) -> dict:
+def child(kind: str, bound_mib: int, data: Path, eval_batch_size: int = 256) -> dict:
     import numpy as np
     import torch
 
@@ -56,11 +59,11 @@ def child(kind: str, bound_mib: int, data: Path) -> dict:
         vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
         builder = CorpusBuilder(ds, tok, vocab)
         module = CLLM4RecModule(CLLM4Rec(backbone, vocab), builder, Schedule(stage="finetune"),
-                                eval_batch_size=256, max_eval_bytes=bound).eval()
+                                eval_batch_size=eval_batch_size, max_eval_bytes=bound).eval()
         score_fn = lambda u: module.score_users(u, "test")  # noqa: E731
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    out = M.evaluate(score_fn, seen, target, ks=(20, 40, 100), metrics=("recall", "ndcg"), max_batch_bytes=bound)
+    out = M.evaluate(score_fn, seen, target, ks=KS, metrics=("recall", "ndcg"), max_batch_bytes=bound)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     bs = M.batch_users(ds.n_items, bound)
@@ -74,26 +77,38 @@ def child(kind: str, bound_mib: int, data: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
+    p.add_argument("--bounds", type=int, nargs="+", default=[64, 256, 1024],
+                   help="memory bounds (MiB of one batch of dense scores) of the scoring-only runs")
+    p.add_argument("--whole-bound", type=int, default=256, help="memory bound (MiB) of the whole evaluation")
+    p.add_argument("--eval-batch-size", type=int, default=256, help="prompts per backbone forward (whole)")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "evaluation.json")
     p.add_argument("--child", nargs=2)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child[0], int(a.child[1]), a.data)))
+        print(json.dumps(child(a.child[0], int(a.child[1]), a.data, a.eval_batch_size)))
         return
+    load_start, t0 = load(), time.perf_counter()
     rows = []
-    for kind, bound in [("scoring", 64), ("scoring", 256), ("scoring", 1024), ("whole", 256)]:
-        out = subprocess.run([sys.executable, __file__, "--data", str(a.data), "--child", kind, str(bound)],
+    for kind, bound in [*(("scoring", b) for b in a.bounds), ("whole", a.whole_bound)]:
+        out = subprocess.run([sys.executable, __file__, "--data", str(a.data), "--eval-batch-size",
+                              str(a.eval_batch_size), "--child", kind, str(bound)],
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(rows[-1], file=sys.stderr)
-    result = {"benchmark": "evaluation", "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                                     "python": platform.python_version()},
-              "versions": {k: metadata.version(k) for k in ("torch", "transformers", "numpy", "scipy")},
-              "data": "Beauty (S3-Rec Beauty.txt), per-user random 80/10/10, seed 0", "results": rows}
-    out = HERE / "results" / "evaluation.json"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+        print(f"{kind:8s} bound {bound:5d} MiB: {rows[-1]['users_per_s']:10,.1f} users/s  "
+              f"peak +{rows[-1]['peak_rss_increase_mib']:.0f} MiB  ({rows[-1]['seconds']} s)", file=sys.stderr)
+    m = machine()
+    result = {"benchmark": "evaluation", "date": now(), "machine": m, "versions": m["versions"],
+              "load_avg_start": load_start, "load_avg_end": load(), "wall_s": round(time.perf_counter() - t0, 1),
+              "data": "Beauty (S3-Rec Beauty.txt), per-user random 80/10/10, seed 0",
+              "config": {"ks": list(KS), "metrics": ["recall", "ndcg"], "scoring_bounds_mib": a.bounds,
+                         "whole_bound_mib": a.whole_bound, "whole_backbone": "tiny_gpt2",
+                         "whole_eval_batch_size": a.eval_batch_size, "whole_part": "test",
+                         "scoring_scores": "torch.rand (random scores; the ranking work does not depend on them)",
+                         "peak_memory": "ru_maxrss after the call minus ru_maxrss before it, in a fresh child "
+                                        "process per row"},
+              "results": rows}
+    write_json(a.out, result)
+    print(f"wrote {a.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

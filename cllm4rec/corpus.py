@@ -23,8 +23,12 @@ Document kinds (`KINDS`; code = position in the tuple; head = which softmax scor
     history           item  `A user has interacted with "Title A", "Title B", and will interact
                             with` (titles of the unmasked items, no user token) -> the masked
                             (held-out) training items
+    rating          rating  `<user_i> rated <item_j>:` -> ` 4`: one training interaction with a rating;
+                            the label is scored by the vocabulary head restricted to the tokens
+                            of the rating levels (`RatingScale`), at the prompt's last token
     finetune          none  `<user_i> has interacted with <unmasked, shuffled>, <user_i> will
-                            interact with`; targets = masked items (or all: `finetune_target`)
+                            interact with`; targets = masked items (or all: `finetune_target`;
+                            or `next`: a random time-ordered prefix -> the one item after it)
     eval              none  the same prompt from ALL training items (+ validation items for the
                             test part when `eval_test_includes_valid`), deterministic order
 
@@ -81,15 +85,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .data.dataset import TEST, TRAIN, VALID, Dataset
+from .data.dataset import PARTS as PART_CODE, TEST, TRAIN, VALID, Dataset
 from .vocab import Vocab
 
 KINDS = ("collaborative", "interaction_text", "item_text", "user_text", "mim", "bpr", "history",
-         "finetune", "eval")
+         "finetune", "eval", "rating")
 KIND_CODE = {k: c for c, k in enumerate(KINDS)}
 HEAD = {"collaborative": "item", "mim": "item", "bpr": "item", "history": "item",
         "interaction_text": "word", "item_text": "word", "user_text": "word",
-        "finetune": None, "eval": None}
+        "finetune": None, "eval": None, "rating": "rating"}
 CONTENT_KINDS = ("interaction_text", "item_text", "user_text")
 
 
@@ -161,19 +165,27 @@ class CorpusConfig:
     # ---- recommendation-oriented fine-tuning and evaluation
     finetune_mask_ratio: float = _help(0.2, "p_m: fraction of training items masked (rule in the docstring)")
     finetune_target: str = _help("masked", "masked: the held-out items (the paper); all: every training "
-                                 "item (the authors' code)")
+                                 "item (the authors' code); next: a random time-ordered prefix -> the item "
+                                 "right after it (sequential mode, needs item_order=time)")
     finetune_template: str = _help("{user} has interacted with {items}, {user} will interact with",
                                    "Fine-tuning and evaluation prompt; slot {items} required")
     eval_order: str = _help("shuffle", "shuffle: one fixed seeded permutation per user; time: time order")
     eval_seed: int = _help(0, "Seed of the fixed evaluation permutation")
     eval_test_includes_valid: bool = _help(False, "Test prompts list training + validation items")
+    # ---- rating prediction (the third task of Cao et al. 2024), trained in fine-tuning
+    rating: bool = _help(False, "Rating documents (needs ratings in the data), trained alongside fine-tuning")
+    rating_weight: float = _help(1.0, "Documents per training rating per epoch (fractions sample)")
+    rating_template: str = _help("{user} rated {item}:", "Prompt; main = the rating as a word, e.g. ' 4'")
 
     def __post_init__(self):
         for name in ("mim_mask_ratio", "history_mask_ratio", "finetune_mask_ratio"):
             p = getattr(self, name)
             if not 0.0 < p < 1.0:
                 raise ValueError(f"corpus.{name} must be in (0, 1), got {p}")
-        choices = {"finetune_target": ("masked", "all"), "item_order": ("shuffle", "time"),
+        if self.finetune_target == "next" and self.item_order != "time":
+            raise ValueError("corpus.finetune_target=next predicts the item after a time-ordered prefix: "
+                             "set corpus.item_order=time (corpus=sequential)")
+        choices = {"finetune_target": ("masked", "all", "next"), "item_order": ("shuffle", "time"),
                    "eval_order": ("shuffle", "time"), "user_text_mode": ("profile", "per_field")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -412,6 +424,32 @@ class _TextTable:
     item: np.ndarray          # [R] int64, -1 if none
 
 
+@dataclass
+class RatingScale:
+    """The rating levels of a dataset as the vocabulary head sees them.
+
+    Level k (value values[k], e.g. 4.0) is written as the word f" {text}" after the rating
+    prompt; its tokens are `prefix` (shared by every level, e.g. SmolLM2's lone space token)
+    followed by one token of its own, tokens[k]. The prefix ends the prompt, so one hidden
+    state scores every level: p(level k) = softmax over tokens[.] of the vocabulary logits.
+    """
+    values: np.ndarray        # [K] float32, ascending
+    tokens: np.ndarray        # [K] int64 vocabulary ids, distinct
+    prefix: np.ndarray        # [P] int64, shared by every level (often empty)
+
+    def level(self, ratings: np.ndarray) -> np.ndarray:
+        """Ratings -> level indices (each rating must be one of `values`)."""
+        k = np.searchsorted(self.values, ratings)
+        bad = (k >= len(self.values)) | (self.values[np.minimum(k, len(self.values) - 1)] != ratings)
+        if bad.any():
+            raise ValueError(f"rating {ratings[bad][0]} is not one of the training levels {self.values.tolist()}")
+        return k
+
+
+def _rating_word(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
 # ====================================================================== the builder
 class CorpusBuilder:
     """Builds every kind of document for one split dataset.
@@ -443,6 +481,7 @@ class CorpusBuilder:
         self.t_bpr = Template(c.bpr_template, t, {"user", "a", "b"}, {"a", "b"}, "bpr_template")
         self.t_history = Template(c.history_template, t, {"titles"}, {"titles"}, "history_template")
         self.t_finetune = Template(c.finetune_template, t, {"user", "items"}, {"items"}, "finetune_template")
+        self.t_rating = Template(c.rating_template, t, {"user", "item"}, set(), "rating_template")
         self.mask_tokens = np.asarray(t(" " + c.mim_mask_word.strip()), np.int64)
         if len(self.mask_tokens) == 0:
             raise ValueError("corpus.mim_mask_word must not be empty")
@@ -544,7 +583,8 @@ class CorpusBuilder:
             return Documents.concat([self.epoch(k, rng) for k in CONTENT_KINDS if getattr(self.cfg, k)])
         builders = {"collaborative": self._collaborative, "interaction_text": self._interaction_text,
                     "item_text": self._item_text, "user_text": self._user_text, "mim": self._mim,
-                    "bpr": self._bpr, "history": self._history, "finetune": self._finetune}
+                    "bpr": self._bpr, "history": self._history, "finetune": self._finetune,
+                    "rating": self._rating}
         if kind not in builders:
             raise ValueError(f"unknown document kind {kind!r}; choose from {sorted(builders) + ['content']} "
                              "(evaluation prompts: eval_prompts)")
@@ -552,9 +592,10 @@ class CorpusBuilder:
 
     def mixture(self, head: str, rng: np.random.Generator) -> Documents:
         """The enabled kinds scored by `head` ('item': the L-step's documents; 'word': the
-        C-step's), each repeated by its weight: floor(w) fresh epochs + a random fraction."""
-        if head not in ("item", "word"):
-            raise ValueError(f"head must be 'item' or 'word', got {head!r}")
+        C-step's; 'rating': fine-tuning's rating documents), each repeated by its weight:
+        floor(w) fresh epochs + a random fraction."""
+        if head not in ("item", "word", "rating"):
+            raise ValueError(f"head must be 'item', 'word' or 'rating', got {head!r}")
         parts = []
         for kind in KINDS:
             if HEAD[kind] != head or not getattr(self.cfg, kind):
@@ -610,6 +651,54 @@ class CorpusBuilder:
         tokens, offsets, plen = _assemble(len(users), segs, len(segs))
         return self._docs("eval", tokens, offsets, plen, users)
 
+    # ------------------------------------------------------------------ rating prediction
+    @property
+    def rating_scale(self) -> RatingScale:
+        """The distinct training ratings as levels (built once; see `RatingScale`)."""
+        if "_rating_scale" not in self._tables:
+            ds = self.ds
+            rated = ds.rating[self.train_row] if ds.rating is not None else np.zeros(0, np.float32)
+            values = np.unique(rated[np.isfinite(rated)])
+            if not len(values):
+                raise ValueError(f"dataset {ds.name!r} has no training ratings: rating documents need them; "
+                                 "set corpus.rating=false")
+            words = [self._words(" " + _rating_word(v)) for v in values]
+            prefix = words[0][:-1]
+            tokens = [w[-1] for w in words]
+            if any(w[:-1] != prefix for w in words) or len(set(tokens)) != len(tokens):
+                raise ValueError(f"the rating levels {values.tolist()} of {ds.name!r} are not one token each after a "
+                                 f"shared prefix in this tokenizer ({dict(zip(values.tolist(), words))}); rating "
+                                 "prediction supports scales such as 1-5 stars: set corpus.rating=false")
+            self._tables["_rating_scale"] = RatingScale(values.astype(np.float32), np.asarray(tokens, np.int64),
+                                                        np.asarray(prefix, np.int64))
+        return self._tables["_rating_scale"]
+
+    def _rating_docs(self, rows: np.ndarray, with_label: bool) -> Documents:
+        """Rating documents of dataset rows: prompt (+ the level's token as the main text)."""
+        ds, scale = self.ds, self.rating_scale
+        user, item = ds.user[rows].astype(np.int64), ds.item[rows].astype(np.int64)
+        segs = self.t_rating.segments({"user": self.vocab.user(user), "item": self.vocab.item(item)})
+        if len(scale.prefix):
+            segs.append(("const", scale.prefix))
+        n_prompt = len(segs)
+        if with_label:
+            segs.append(("one", scale.tokens[scale.level(ds.rating[rows])]))
+        tokens, offsets, plen = _assemble(len(rows), segs, n_prompt)
+        return self._docs("rating", tokens, offsets, plen, user, item)
+
+    def _rating(self, rng) -> Documents:
+        rows = self.train_row[np.isfinite(self.ds.rating[self.train_row])] if self.ds.rating is not None else []
+        return self._rating_docs(np.asarray(rows, np.int64), with_label=True)
+
+    def rating_prompts(self, part: str) -> tuple[Documents, np.ndarray]:
+        """Rating prompts (no label) for the rated interactions of `part` -> (documents, their
+        true ratings [D]). Levels not seen in training cannot be predicted exactly, but count."""
+        ds = self.ds
+        if ds.rating is None:
+            raise ValueError(f"dataset {ds.name!r} has no ratings")
+        rows = np.flatnonzero((ds.split == PART_CODE[part]) & np.isfinite(ds.rating))
+        return self._rating_docs(rows, with_label=False), ds.rating[rows].astype(np.float32)
+
     # ------------------------------------------------------------------ item-head kinds
     def _collaborative(self, rng) -> Documents:
         c = self.cfg
@@ -629,20 +718,36 @@ class CorpusBuilder:
     def _finetune(self, rng) -> Documents:
         c = self.cfg
         order, rank = self._permute(rng)
+        if c.finetune_target == "next":
+            # a prefix of 1..n-1 items, uniformly, and the one item after it (time order)
+            n = self.train_count
+            cut = np.where(n >= 2, 1 + (rng.random(len(n)) * np.maximum(n - 1, 1)).astype(np.int64), 0)
+            masked = rank == cut[self.train_user]
+            users = np.flatnonzero(n >= 2)
+            visible = rank < cut[self.train_user]
+            return self._finetune_docs(users, visible, masked, np.ones(len(users), np.int64), order)
         m = self._mask_counts(self.train_count, c.finetune_mask_ratio, rng)
         masked = self._masked_rows(rank, m)
+        users = np.flatnonzero(self.train_count > 0)
+        if c.finetune_target == "all":
+            return self._finetune_docs(users, ~masked, None, None, order)
+        return self._finetune_docs(users, ~masked, masked, m[users], order)
+
+    def _finetune_docs(self, users, visible, target, n_target, order=None) -> Documents:
+        """Prompts from the `visible` permuted training rows (cue-keeping truncation) of
+        `users`; targets = the `target` rows (n_target per user), or all training items."""
+        order = np.arange(len(self.train_item)) if order is None else order
         items = self.train_item[order]
         room = self._room(self.t_finetune, "finetune")
-        shown = self._keep_room(~masked, room, self.train_user, self.train_ptr, from_end=c.item_order == "time")
-        users = np.flatnonzero(self.train_count > 0)
+        shown = self._keep_room(visible, room, self.train_user, self.train_ptr, from_end=self.cfg.item_order == "time")
         n_shown = np.bincount(self.train_user[shown], minlength=self.ds.n_users)[users]
         segs = self.t_finetune.segments({"user": self.vocab.user(users),
                                          "items": (self.vocab.item(items[shown]), n_shown)})
         tokens, offsets, plen = _assemble(len(users), segs, len(segs))
-        if c.finetune_target == "masked":
-            targets, tlens = items[masked], m[users]
-        else:
+        if target is None:
             targets, tlens = self.train_item, self.train_count[users]
+        else:
+            targets, tlens = items[target], n_target
         return self._docs("finetune", tokens, offsets, plen, users, None, targets, tlens)
 
     def _mim(self, rng) -> Documents:

@@ -2,6 +2,7 @@
 
     python -m cllm4rec.evaluate                       # runs/ml100k/smollm2_135m/default
     python -m cllm4rec.evaluate data=beauty name=my_run '~baselines.multivae'
+    python -m cllm4rec.evaluate data=beauty data.split.protocol=loo +baseline@baselines.sasrec=sasrec
 
 Rows: CLLM4Rec (the run's fine-tuned embeddings) and each configured baseline (conf/baseline),
 fitted on the training part and scored by the same metric code (cllm4rec.metrics).
@@ -11,6 +12,8 @@ Tasks:
   ranking    SAMPLED protocol: one held-out test item per user (leave-one-out: the item; random
              splits: one of the user's test items drawn with `sampled.seed`) against
              `sampled.n_negatives` items the user never interacted with, drawn with the same seed
+  rating     when the run trained rating documents (corpus.rating): RMSE / MAE of the expected
+             rating on the test part's rated pairs vs the global mean and user+item biases
 Writes <run>/evaluation.json, evaluation.md and plot.png (training curves and the test bars).
 """
 from __future__ import annotations
@@ -26,6 +29,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import metrics
+from .baselines import BiasRating, MeanRating
+from .data.dataset import TEST, TRAIN
 from .modules import CLLM4RecModule, Schedule
 from .recommend import load_trained
 from .runs import Run
@@ -52,6 +57,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     m = checked_model_config(rcfg.model)
     pad_id = builder.tokenizer.pad_token_id if builder.tokenizer.pad_token_id is not None else 0
     module = CLLM4RecModule(model, builder, Schedule(stage="finetune"), eval_batch_size=m.eval_batch_size,
+                            eval_max_tokens=m.eval_max_tokens,
                             max_eval_bytes=m.max_eval_bytes, pad_id=pad_id).eval()
     bf16 = str(rcfg.trainer.get("precision", "")).startswith("bf16")
 
@@ -63,7 +69,11 @@ def evaluate_run(cfg: DictConfig) -> dict:
     timings = {}
     for name, bcfg in (cfg.baselines or {}).items():
         t0 = time.perf_counter()
-        scorers[name] = instantiate(bcfg).fit(ds.matrix("train"), valid=ds.matrix("valid"))
+        model = instantiate(bcfg)
+        if hasattr(model, "fit_dataset"):   # a sequence model (SASRec): time order; test input = train + valid
+            scorers[name] = model.fit_dataset(ds).scorer("test")
+        else:
+            scorers[name] = model.fit(ds.matrix("train"), valid=ds.matrix("valid"))
         timings[name] = round(time.perf_counter() - t0, 2)
 
     rows, sampled = {}, {}
@@ -80,8 +90,20 @@ def evaluate_run(cfg: DictConfig) -> dict:
              f"{rows['CLLM4Rec']['n_users_evaluated']} users)\n\n" + results_table(rows, keys)
              + f"\n\nRanking (SAMPLED: one held-out item vs {cfg.sampled.n_negatives} sampled negatives, "
              f"seed {cfg.sampled.seed})\n\n" + results_table(sampled, skeys))
+    rating = {}
+    if rcfg.corpus.get("rating"):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rating["CLLM4Rec"] = module.rating_metrics("test")
+        train = np.flatnonzero((ds.split == TRAIN) & np.isfinite(ds.rating))
+        test = np.flatnonzero((ds.split == TEST) & np.isfinite(ds.rating))
+        for name, model in (("mean rating", MeanRating()), ("user+item bias", BiasRating())):
+            model.fit(ds.user[train], ds.item[train], ds.rating[train])
+            rating[name] = metrics.rating_errors(model.predict(ds.user[test], ds.item[test]), ds.rating[test])
+        table += (f"\n\nRating prediction (test part, {rating['CLLM4Rec']['n_ratings']} rated pairs)\n\n"
+                  + results_table(rating, ["rmse", "mae"]))
     results = {"data": ds.name, "split": OmegaConf.to_container(rcfg.data.split, resolve=True),
                "backbone": rcfg.backbone.name, "run": str(run.root), "retrieval": rows, "ranking_sampled": sampled,
+               "rating": rating,
                "baseline_fit_seconds": timings,
                "baselines": OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.baselines else {}}
     run.write_evaluation(results, table)

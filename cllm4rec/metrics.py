@@ -361,3 +361,15 @@ def evaluate_sampled(score_fn: ScoreFn, users, candidates, ks: Iterable[int] = (
     out["sampled_n_candidates"] = int(candidates.shape[1])
     out["n_users_evaluated"] = n
     return out
+
+
+# ---------------------------------------------------------------------------- rating prediction
+def rating_errors(predicted, true) -> dict[str, float]:
+    """RMSE = sqrt(mean (p - r)^2) and MAE = mean |p - r| over rated pairs, plus their count."""
+    p, r = np.asarray(predicted, np.float64).reshape(-1), np.asarray(true, np.float64).reshape(-1)
+    if p.shape != r.shape:
+        raise ValueError(f"{p.shape[0]} predictions for {r.shape[0]} ratings")
+    if not len(r):
+        raise ValueError("no rated pairs to evaluate")
+    e = p - r
+    return {"rmse": float(np.sqrt(np.mean(e * e))), "mae": float(np.mean(np.abs(e))), "n_ratings": int(len(r))}

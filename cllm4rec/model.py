@@ -8,6 +8,8 @@
            collaborative: item head tied to the side's item embeddings, softmax over J items
            content:       the backbone's own vocabulary head, softmax over N words
            recommendation: the item head at the prompt's last token, multinomial over J items
+           rating:        the vocabulary head restricted to the K rating-level tokens, at the
+                          prompt's last token; prediction = expected level value
 
 Only the four ID tables train; the backbone's weights never receive gradients. No Lightning or
 Hydra here, so trained embeddings load with plain torch (see `CLLM4Rec.id_embeddings`).
@@ -51,22 +53,37 @@ class CLLM4Rec(nn.Module):
         """[B, T] token ids -> [B, T, d] input embeddings for one side."""
         v = self.vocab
         words = self.backbone.get_input_embeddings()
-        is_user = (ids >= v.user_offset) & (ids < v.item_offset)
-        is_item = ids >= v.item_offset
         x = words(ids.clamp(max=v.n_vocab - 1))
-        u = self.user[side]((ids - v.user_offset).clamp(0, v.n_users - 1))
-        i = self.item[side]((ids - v.item_offset).clamp(0, v.n_items - 1))
-        x = torch.where(is_user.unsqueeze(-1), u.to(x.dtype), x)
-        return torch.where(is_item.unsqueeze(-1), i.to(x.dtype), x)
+        # user/item rows are written in place at their positions only: no full [B, T, d] lookups of
+        # both tables and no two [B, T, d] selects (nor their zero-filled gradients in backward)
+        is_user = (ids >= v.user_offset) & (ids < v.item_offset)
+        for table, at, lo, n in ((self.user[side], is_user, v.user_offset, v.n_users),
+                                 (self.item[side], ids >= v.item_offset, v.item_offset, v.n_items)):
+            pos = at.nonzero(as_tuple=True)
+            if pos[0].numel():
+                x = x.index_put_(pos, table((ids[pos] - lo).clamp(0, n - 1)).to(x.dtype))
+        return x
 
     def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor, side: str) -> torch.Tensor:
-        """[B, T] -> [B, T, d] last hidden states (final norm included), one backbone pass."""
-        out = self.backbone.base_model(inputs_embeds=self.embed(ids, side), attention_mask=attention_mask)
+        """[B, T] -> [B, T, d] last hidden states (final norm included), one backbone pass.
+        Hidden states at padding positions are unspecified (no head reads them)."""
+        if attention_mask is not None and bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
+            # right padding (or none): under the causal mask no real token sees a pad, so the mask
+            # can go and SDPA runs its causal kernel (upper triangle skipped) instead of a dense
+            # [B, 1, T, T] mask; outputs at real positions are unchanged (positions are 0..T-1 anyway)
+            attention_mask = None
+        out = self.backbone.base_model(inputs_embeds=self.embed(ids, side), attention_mask=attention_mask,
+                                       use_cache=False)
         return out.last_hidden_state
 
     def item_logits(self, h: torch.Tensor, side: str = "collaborative") -> torch.Tensor:
-        """[..., d] -> [..., J]: the item head, tied to the side's item embeddings."""
-        return h @ self.item[side].weight.to(h.dtype).T
+        """[..., d] -> [..., J]: the item head, tied to the side's item embeddings.
+
+        Always fp32, even under bf16 autocast: bf16 keeps ~3 significant digits, so close
+        item scores would tie and the top-K would depend on rounding. The head is a small
+        part of the FLOPs (d x J per scored position)."""
+        with torch.autocast(h.device.type, enabled=False):
+            return h.float() @ self.item[side].weight.float().T
 
     def word_logits(self, h: torch.Tensor) -> torch.Tensor:
         """[..., d] -> [..., N]: the backbone's own vocabulary head."""
@@ -94,6 +111,24 @@ class CLLM4Rec(nn.Module):
         h = self.hidden(ids, attention_mask, side)           # [B, T, d]
         h_last = h[torch.arange(h.shape[0], device=h.device), last_index]  # [B, d]
         return self.item_logits(h_last, side).float()
+
+    def rating_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor, last_index: torch.Tensor,
+                      level_tokens: torch.Tensor, side: str = "collaborative") -> torch.Tensor:
+        """[B, T] rating prompts -> [B, K] vocabulary-head logits of the K level tokens, read at
+        each prompt's last token (a K-way softmax: the rating as a word, nothing else)."""
+        h = self.hidden(ids, attention_mask, side)           # [B, T, d]
+        h_last = h[torch.arange(h.shape[0], device=h.device), last_index]  # [B, d]
+        head = self.backbone.get_output_embeddings()
+        logits = h_last @ head.weight[level_tokens].to(h.dtype).T   # [B, K]
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[level_tokens].to(h.dtype)
+        return logits.float()
+
+    @staticmethod
+    def expected_rating(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """[B, K] level logits, [K] level values -> [B] expected rating (minimises squared error)."""
+        with torch.autocast(logits.device.type, enabled=False):
+            return torch.softmax(logits.float(), -1) @ values.float()
 
     @staticmethod
     def multinomial_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ fine-tuning"); `Schedule` says which step each epoch runs:
     C-step            content LM loss + lambda_mr * MR(content -> collaborative)
     fine-tuning       multinomial NLL of the masked items at the prompt's last token
                       (+ lambda_mr * MR toward the content side), with C-step batches alongside
-                      so the content LM follows the fine-tuned embeddings
+                      so the content LM follows the fine-tuned embeddings, and rating batches
+                      (cross-entropy over the rating levels' tokens) when corpus.rating is on
 
 Each epoch's documents and batch order depend only on (seed, epoch), and the batch list is a
 stateful iterable: a checkpoint taken mid-epoch resumes at the next batch with the same data.
@@ -36,10 +37,11 @@ class Schedule:
     stage: str = "pretrain"             # pretrain | finetune
     content_warmup_epochs: int = 1      # pretrain: content-only epochs first
     finetune_content: bool = True       # finetune: C-step batches alongside
+    finetune_rating: bool = False       # finetune: rating batches alongside
 
     def steps(self, epoch: int) -> list[str]:
         if self.stage == "finetune":
-            return ["rec", "C"] if self.finetune_content else ["rec"]
+            return ["rec"] + ["rating"] * self.finetune_rating + ["C"] * self.finetune_content
         if epoch < self.content_warmup_epochs:
             return ["warmup"]
         return ["L"] if (epoch - self.content_warmup_epochs) % 2 == 0 else ["C"]
@@ -88,6 +90,8 @@ class CorpusData(pl.LightningDataModule):
             return b.mixture("word", rng)
         if step == "rec":
             return b.epoch("finetune", rng)
+        if step == "rating":
+            return b.mixture("rating", rng)
         raise ValueError(step)
 
     def epoch_batches(self, epoch: int) -> list[dict]:
@@ -126,11 +130,12 @@ class CorpusData(pl.LightningDataModule):
 class CLLM4RecModule(pl.LightningModule):
     def __init__(self, model: CLLM4Rec, builder: CorpusBuilder, schedule: Schedule, *, lr: float = 1e-3,
                  lambda_mr: float = 1.0, mr_reduction: str = "sum", eval_batch_size: int = 64,
-                 max_eval_bytes: int = 256 << 20, pad_id: int = 0):
+                 eval_max_tokens: int = 8192, max_eval_bytes: int = 256 << 20, pad_id: int = 0):
         super().__init__()
         self.model, self.builder, self.schedule = model, builder, schedule
         self.lr, self.lambda_mr, self.mr_reduction = lr, lambda_mr, mr_reduction
-        self.eval_batch_size, self.max_eval_bytes, self.pad_id = eval_batch_size, max_eval_bytes, pad_id
+        self.eval_batch_size, self.eval_max_tokens = eval_batch_size, eval_max_tokens
+        self.max_eval_bytes, self.pad_id = max_eval_bytes, pad_id
         self.strict_loading = False   # checkpoints leave out the frozen backbone
         self._eval_docs: dict[str, Documents] = {}
         # per-epoch mean losses and validation metrics (history.json, the run's plot);
@@ -150,6 +155,13 @@ class CLLM4RecModule(pl.LightningModule):
             targets = torch.zeros_like(logits).index_put_((rows, batch["target_items"]),
                                                           torch.ones_like(rows, dtype=logits.dtype))
             main = m.multinomial_nll(logits, targets)
+            side = "collaborative"
+        elif step == "rating":   # the label is the main text's one token, right after the prompt
+            tokens, _ = self.rating_levels()
+            last = batch["last_prompt_index"]
+            label = ids[torch.arange(len(ids), device=ids.device), last + 1]
+            logits = m.rating_logits(ids, att, last, tokens)                     # [B, K]
+            main = torch.nn.functional.cross_entropy(logits, (label[:, None] == tokens[None]).float().argmax(1))
             side = "collaborative"
         else:
             side = "collaborative" if step == "L" else "content"
@@ -176,6 +188,28 @@ class CLLM4RecModule(pl.LightningModule):
         return torch.optim.Adam(params, lr=self.lr)
 
     # ------------------------------------------------------------------ evaluation
+    def rating_levels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(level tokens [K], level values [K]) on this module's device."""
+        scale = self.builder.rating_scale
+        return (torch.as_tensor(scale.tokens, device=self.device),
+                torch.as_tensor(scale.values, device=self.device))
+
+    @torch.no_grad()
+    def predict_ratings(self, docs: Documents, batch_size: int = 256) -> np.ndarray:
+        """Rating prompts -> [D] expected ratings."""
+        tokens, values = self.rating_levels()
+        out = []
+        for start in range(0, len(docs), batch_size):
+            b = collate(docs, np.arange(start, min(start + batch_size, len(docs))), pad_id=self.pad_id)
+            logits = self.model.rating_logits(b["input_ids"].to(self.device), b["attention_mask"].to(self.device),
+                                              b["last_prompt_index"].to(self.device), tokens)
+            out.append(self.model.expected_rating(logits, values).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def rating_metrics(self, part: str) -> dict[str, float]:
+        docs, truth = self.builder.rating_prompts(part)
+        return metrics.rating_errors(self.predict_ratings(docs), truth)
+
     def eval_docs(self, part: str) -> Documents:
         if part not in self._eval_docs:
             self._eval_docs[part] = self.builder.eval_prompts(part)
@@ -185,13 +219,20 @@ class CLLM4RecModule(pl.LightningModule):
     def score_users(self, users: torch.Tensor, part: str) -> torch.Tensor:
         """[B] user indices -> [B, J] item scores from the evaluation prompts."""
         docs = self.eval_docs(part)     # one document per user, in user order
-        out = []
-        for chunk in users.split(self.eval_batch_size):
-            b = collate(docs, chunk.cpu().numpy(), pad_id=self.pad_id)
-            out.append(self.model.recommend_logits(b["input_ids"].to(self.device),
-                                                   b["attention_mask"].to(self.device),
-                                                   b["last_prompt_index"].to(self.device)).float())
-        return torch.cat(out)
+        u = users.cpu().numpy()
+        lengths = docs.lengths[u]
+        # prompts of similar length share a batch (histories range from a few items to hundreds:
+        # batches in user order would be mostly padding); scores go back to the users' order
+        sampler = LengthBucketSampler(lengths, batch_size=self.eval_batch_size,
+                                      max_tokens=max(self.eval_max_tokens, int(lengths.max(initial=1))),
+                                      shuffle=False, pool=len(u) + 1)
+        out = torch.empty(len(u), self.builder.ds.n_items, device=self.device)
+        for idx in sampler.batches():
+            b = collate(docs, u[idx], pad_id=self.pad_id)
+            out[torch.as_tensor(idx, device=self.device)] = self.model.recommend_logits(
+                b["input_ids"].to(self.device), b["attention_mask"].to(self.device),
+                b["last_prompt_index"].to(self.device)).float()
+        return out
 
     def ranking_metrics(self, part: str) -> dict[str, float]:
         ds = self.builder.ds

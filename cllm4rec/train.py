@@ -58,7 +58,8 @@ class ModelConfig:
     init_std: float = _f(0.02, "Std of the new user/item rows")
     lambda_mr: float = _f(1.0, "Mutual regularization weight")
     mr_reduction: str = _f("sum", "sum (authors' code) or mean (per distinct token)")
-    eval_batch_size: int = _f(64, "Prompts per forward pass in evaluation")
+    eval_batch_size: int = _f(64, "Prompts per forward pass in evaluation (at most)")
+    eval_max_tokens: int = _f(8192, "Padded tokens per evaluation forward pass (at most; length-sorted)")
     max_eval_bytes: int = _f(256 << 20, "Memory bound of one scoring batch")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -124,12 +125,15 @@ def train(cfg: DictConfig) -> dict:
     run.write_config(stage, OmegaConf.to_yaml(cfg, resolve=True), {**manifest, "seed": cfg.seed})
 
     schedule = Schedule(stage=stage, content_warmup_epochs=m.pretrain.content_warmup_epochs,
-                        finetune_content=bool(m.finetune.content_alongside))
+                        finetune_content=bool(m.finetune.content_alongside), finetune_rating=corpus_cfg.rating)
+    if schedule.finetune_rating:
+        builder.rating_scale   # fails now, with what to do, if the data has no usable ratings
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     data = CorpusData(builder, schedule, batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=cfg.seed,
                       pad_id=pad_id)
     module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=m.lambda_mr, mr_reduction=m.mr_reduction,
-                            eval_batch_size=m.eval_batch_size, max_eval_bytes=m.max_eval_bytes, pad_id=pad_id)
+                            eval_batch_size=m.eval_batch_size, eval_max_tokens=m.eval_max_tokens,
+                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id)
 
     ckpt_dir = run.checkpoints(stage)
     callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step", save_last=True,
@@ -167,10 +171,13 @@ def train(cfg: DictConfig) -> dict:
                             enabled=str(trainer_cfg.get("precision", "")).startswith("bf16")):
             for part in ("valid", "test") if evaluate else ():
                 results[part] = module.ranking_metrics(part)
+                if stage == "finetune" and schedule.finetune_rating:
+                    results[part].update({f"rating_{k}": v for k, v in module.rating_metrics(part).items()})
         run.save_embeddings(stage, model.id_embeddings(), ds.user_ids, ds.item_ids,
                             {"n_users": ds.n_users, "n_items": ds.n_items, "backbone": cfg.backbone.name,
                              "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})
-        keys = ["recall@20", "recall@40", "ndcg@100"]
+        keys = ["recall@20", "recall@40", "ndcg@100"] + ["rating_rmse", "rating_mae"] * (
+            stage == "finetune" and schedule.finetune_rating)
         table = results_table({f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results},
                               keys)
         run.write_metrics(stage, results, table)

@@ -471,6 +471,24 @@ def test_sequential_mode_masks_most_recent(beauty, tok):
         assert docs.targets(d).tolist() == h[len(h) - m:]
 
 
+def test_next_item_target_is_a_prefix_and_the_item_after_it(beauty, tok):
+    b = make(beauty, tok, item_order="time", finetune_target="next")
+    hist = beauty.histories("train")
+    cuts = Counter()
+    for seed in (0, 1):
+        docs = b.epoch("finetune", rng(seed))
+        assert len(docs) == int((b.train_count >= 2).sum())
+        for d in range(0, len(docs), 53):
+            h = hist[docs.user[d]].tolist()
+            prefix = items_of(b, docs.prompt(d)).tolist()
+            assert 1 <= len(prefix) <= len(h) - 1 and prefix == h[:len(prefix)]
+            assert docs.targets(d).tolist() == [h[len(prefix)]]
+            cuts[(int(docs.user[d]), len(prefix))] += 1
+    assert len({c for (_, c) in cuts}) > 3                 # prefixes of many lengths are drawn
+    with pytest.raises(ValueError, match="item_order=time"):
+        CorpusConfig(finetune_target="next")
+
+
 # ---------------------------------------------------------------------- mixture weights
 def test_mixture_heads_and_weights(ml100k, tok):
     b = make(ml100k, tok, mim=True, bpr=True, collaborative_weight=2.0, mim_weight=0.5, bpr_weight=0.0)

@@ -36,7 +36,8 @@ def run_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLLM4REC_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "cllm4rec-cache"))
         train(compose_cfg("pretrain", run, "model.pretrain.epochs=1", "model.pretrain.evaluate=false"))
-        train(compose_cfg("finetune", run))
+        # with rating documents (a small sample per epoch): the rating task is evaluated too
+        train(compose_cfg("finetune", run, "corpus.rating=true", "corpus.rating_weight=0.02"))
     return run
 
 
@@ -63,6 +64,24 @@ def test_evaluate_table_matches_training_metrics_and_baselines(run_dir, tmp_path
     assert "SAMPLED" in (run_dir / "evaluation.md").read_text()
     assert 0 < saved["ranking_sampled"]["pop"]["sampled_hr@10"] <= 1
     assert (run_dir / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # rating prediction: the same number as fine-tuning's final test, next to its baselines
+    assert set(saved["rating"]) == {"CLLM4Rec", "mean rating", "user+item bias"}
+    assert saved["rating"]["CLLM4Rec"]["rmse"] == pytest.approx(trained["rating_rmse"], abs=1e-6)
+    assert saved["rating"]["CLLM4Rec"]["n_ratings"] == int((ds.split == 2).sum())
+    assert "Rating prediction" in (run_dir / "evaluation.md").read_text()
+
+
+def test_evaluate_with_a_sequence_baseline(run_dir):
+    """SASRec is fitted on time-ordered histories and scores the test part from train + valid
+    items: its row equals the same model scored directly by the metric module."""
+    from cllm4rec.sasrec import SASRec
+    cfg = compose_cfg("evaluate", run_dir, "~baselines.multivae", "~baselines.ease", "~baselines.pop",
+                      "+baseline@baselines.sasrec=sasrec", "baselines.sasrec.max_epochs=2", "plot=false")
+    res = evaluate_run(cfg)
+    ds = Recommender.from_run(run_dir).ds
+    direct = SASRec(max_epochs=2).fit_dataset(ds)
+    ref = metrics.evaluate(direct.scorer("test"), ds.matrix("train", "valid"), ds.matrix("test"), (20,), ("recall",))
+    assert res["retrieval"]["sasrec"]["recall@20"] == pytest.approx(ref["recall@20"], abs=1e-6)
 
 
 def test_one_heldout_per_user_is_one_target_and_seeded():
