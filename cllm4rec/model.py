@@ -26,7 +26,13 @@ SIDES = ("collaborative", "content")
 
 
 class CLLM4Rec(nn.Module):
-    def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = 0.02):
+    def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = 0.02,
+                 item_prior: torch.Tensor | None = None):
+        """item_prior: optional [J] training item counts. Given, the collaborative item head
+        gets a trainable bias initialised to the smoothed log item frequency, so its softmax
+        starts at the popularity distribution instead of uniform and the tied embeddings
+        learn what differs from it (a head-bias init as in Karpathy's "init well"; the paper's
+        head has no bias: pass None)."""
         super().__init__()
         self.backbone = backbone
         for p in self.backbone.parameters():
@@ -42,6 +48,17 @@ class CLLM4Rec(nn.Module):
         self.item = nn.ModuleDict({s: nn.Embedding(vocab.n_items, d) for s in SIDES})
         for table in [*self.user.values(), *self.item.values()]:
             nn.init.normal_(table.weight, std=init_std)
+        self.item_bias = None
+        if item_prior is not None:
+            self.item_bias = nn.Parameter(self.log_frequency(item_prior, vocab.n_items))
+
+    @staticmethod
+    def log_frequency(counts: torch.Tensor, n_items: int) -> torch.Tensor:
+        """[J] counts -> [J] log((c_j + 1) / (sum c + J)) (add-one smoothed)."""
+        c = torch.as_tensor(counts, dtype=torch.float32).reshape(-1)
+        if c.numel() != n_items:
+            raise ValueError(f"item_prior has {c.numel()} counts for {n_items} items")
+        return torch.log((c + 1) / (c.sum() + n_items))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -83,7 +100,10 @@ class CLLM4Rec(nn.Module):
         item scores would tie and the top-K would depend on rounding. The head is a small
         part of the FLOPs (d x J per scored position)."""
         with torch.autocast(h.device.type, enabled=False):
-            return h.float() @ self.item[side].weight.float().T
+            logits = h.float() @ self.item[side].weight.float().T
+            if side == "collaborative" and self.item_bias is not None:
+                logits = logits + self.item_bias
+            return logits
 
     def word_logits(self, h: torch.Tensor) -> torch.Tensor:
         """[..., d] -> [..., N]: the backbone's own vocabulary head."""
@@ -165,10 +185,18 @@ class CLLM4Rec(nn.Module):
         for s in SIDES:
             out[f"{s}.user"] = self.user[s].weight.detach().cpu().contiguous()
             out[f"{s}.item"] = self.item[s].weight.detach().cpu().contiguous()
+        if self.item_bias is not None:
+            out["collaborative.item_bias"] = self.item_bias.detach().cpu().contiguous()
         return out
 
     def load_id_embeddings(self, tables: dict[str, torch.Tensor]) -> None:
+        """Copy trained tables in; a saved item bias creates the bias if the model has none."""
         with torch.no_grad():
             for s in SIDES:
                 self.user[s].weight.copy_(tables[f"{s}.user"])
                 self.item[s].weight.copy_(tables[f"{s}.item"])
+            bias = tables.get("collaborative.item_bias")
+            if bias is not None:
+                if self.item_bias is None:
+                    self.item_bias = nn.Parameter(torch.zeros(self.vocab.n_items, device=self.user["content"].weight.device))
+                self.item_bias.copy_(bias)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -56,6 +57,8 @@ class FinetuneConfig:
 class ModelConfig:
     """The `model` config group (conf/model/cllm4rec.yaml); checked field by field."""
     init_std: float = _f(0.02, "Std of the new user/item rows")
+    item_bias: bool = _f(True, "Item head bias initialised to log training item frequency (false: the paper's "
+                               "bias-free head)")
     lambda_mr: float = _f(1.0, "Mutual regularization weight")
     mr_reduction: str = _f("sum", "sum (authors' code) or mean (per distinct token)")
     eval_batch_size: int = _f(64, "Prompts per forward pass in evaluation (at most)")
@@ -114,7 +117,8 @@ def train(cfg: DictConfig) -> dict:
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
     builder = CorpusBuilder(ds, tokenizer, vocab, corpus_cfg)
-    model = CLLM4Rec(backbone, vocab, init_std=m.init_std)
+    prior = torch.from_numpy(np.bincount(builder.train_item, minlength=ds.n_items)) if m.item_bias else None
+    model = CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior)
     if stage == "finetune" and sm.from_pretrained:
         source = Run(cfg.pretrained) if cfg.pretrained else run
         tables, meta = source.load_embeddings("pretrain")

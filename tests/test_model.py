@@ -151,3 +151,46 @@ def test_mutual_regularization(backbone):
     opt.step()
     assert m2.mutual_regularization(ids, "collaborative") < mr
     assert torch.equal(m2.item["content"].weight, content_before)
+
+
+def test_item_bias_starts_at_smoothed_popularity(backbone):
+    model, tok = backbone
+    n = model.get_input_embeddings().num_embeddings
+    counts = torch.tensor([5, 0, 1, 2, 0, 0, 9, 3, 1])
+    m = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS), init_std=0.0, item_prior=counts)
+    expect = torch.log((counts.float() + 1) / (counts.sum() + N_ITEMS))
+    assert torch.allclose(m.item_bias, expect)
+    assert torch.allclose(torch.exp(expect).sum(), torch.tensor(1.0))
+    # zero item rows: the collaborative head's softmax is exactly the smoothed popularity, the
+    # content head has no bias
+    ids, att, _ = batch(m, tok)
+    with torch.no_grad():
+        h = m.hidden(ids, att, "collaborative")
+        assert torch.allclose(torch.softmax(m.item_logits(h), -1), torch.exp(expect).expand(2, ids.shape[1], -1))
+        assert torch.all(m.item_logits(h, "content") == 0)
+    with pytest.raises(ValueError, match="8 counts for 9 items"):
+        CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS), item_prior=counts[:8])
+
+
+def test_item_bias_trains_and_round_trips(backbone):
+    model, tok = backbone
+    n = model.get_input_embeddings().num_embeddings
+    torch.manual_seed(0)
+    m = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS), item_prior=torch.ones(N_ITEMS))
+    ids, att, main = batch(m, tok)
+    before = m.item_bias.detach().clone()
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    loss = m.lm_loss(ids, att, main, "collaborative")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(m.item_bias.detach(), before)
+    tables = m.id_embeddings()
+    assert set(tables) == {"collaborative.user", "collaborative.item", "content.user", "content.item",
+                           "collaborative.item_bias"}
+    plain = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS))   # no prior: the paper's head
+    assert plain.item_bias is None and "collaborative.item_bias" not in plain.id_embeddings()
+    plain.load_id_embeddings(tables)
+    last = att.sum(1) - 1
+    with torch.no_grad():
+        assert torch.equal(plain.recommend_logits(ids, att, last), m.recommend_logits(ids, att, last))

@@ -1,0 +1,103 @@
+"""Recommendation quality of the trained model against the baselines, on one split, over seeds.
+
+    .venv/bin/python benchmarks/quality.py --name ml100k_tiny --seeds 0 1 2 \
+        -- data=ml100k experiment=tiny
+    .venv/bin/python benchmarks/quality.py --name ml100k_smollm2 --seeds 0 -- data=ml100k
+    .venv/bin/python benchmarks/quality.py --name beauty_loo_tiny_sequential --seeds 0 \
+        -- data=beauty data.split.protocol=loo experiment=tiny corpus=sequential ...
+
+Per seed: the real entry points as a user runs them (`python -m cllm4rec.pretrain`, `finetune`,
+`evaluate`, each a subprocess with the overrides after `--`, plus `seed=S name=q_<name>_s<S>
+logger=none`), so the numbers come from the committed configs and code. The split does not
+depend on the training seed (data.split.seed), so seeds vary the training only; the baselines
+of `cllm4rec.evaluate` (conf/evaluate.yaml: Pop, EASE, Multi-VAE; extra ones with
+`+baseline@baselines.sasrec=sasrec` among the overrides) are fitted on the same split in the
+same evaluation. A finished seed (its evaluation.json present) is reused unless --rerun.
+
+Writes benchmarks/results/quality_<name>.json: per seed the full-ranking test metrics of every
+row, the sampled-ranking metrics, the training minutes of each stage, and per row the mean and
+the (population) standard deviation over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
+
+STAGES = ("pretrain", "finetune", "evaluate")
+
+
+def run_folder(overrides: list[str], name: str) -> Path:
+    """The run folder Hydra will use (runs/<data>/<backbone>/<name>), from the composed config."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("pretrain", overrides=[*overrides, f"name={name}"])
+    return ROOT / "runs" / str(cfg.data.name) / str(OmegaConf.select(cfg, "backbone.name")) / name
+
+
+def one_seed(args, seed: int) -> dict:
+    name = f"q_{args.name}_s{seed}"
+    common = [a for a in args.overrides if not a.startswith("+baseline")]
+    folder = run_folder(common, name)
+    if args.rerun or not (folder / "evaluation.json").exists():
+        for stage in STAGES:
+            extra = args.overrides if stage == "evaluate" else common
+            cmd = [sys.executable, "-m", f"cllm4rec.{stage}", *extra, f"seed={seed}", f"name={name}",
+                   "logger=none"] + (["plot=false"] if stage == "evaluate" else [])
+            t0 = time.perf_counter()
+            print("+", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
+            print(f"  {stage}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    ev = json.loads((folder / "evaluation.json").read_text())
+    fit = {s: json.loads((folder / s / "metrics.json").read_text()).get("fit_seconds") for s in STAGES[:2]}
+    hist = json.loads((folder / "finetune" / "history.json").read_text())
+    return {"seed": seed, "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
+            "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "val_recall@20", "val_recall@40", "val_ndcg@100") if k in e}
+                             for e in hist],
+            "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),
+            "split": ev["split"], "data": ev["data"], "backbone": ev["backbone"]}
+
+
+def summary(runs: list[dict], part: str) -> dict:
+    out = {}
+    for row in runs[0][part]:
+        keys = [k for k, v in runs[0][part][row].items() if isinstance(v, float)]
+        out[row] = {}
+        for k in keys:
+            vals = [r[part][row][k] for r in runs if row in r[part]]
+            out[row][k] = {"mean": round(statistics.fmean(vals), 5),
+                           "std": round(statistics.pstdev(vals), 5), "n": len(vals)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True, help="results/quality_<name>.json and the run names")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rerun", action="store_true", help="train again even where a seed has finished")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every stage (after --)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    runs = [one_seed(args, s) for s in args.seeds]
+    out = {"benchmark": "quality", "name": args.name, "date": now(), "machine": machine(), "load": load(),
+           "overrides": args.overrides, "seeds": args.seeds,
+           "protocol": runs[0]["split"], "data": runs[0]["data"], "backbone": runs[0]["backbone"],
+           "summary": summary(runs, "retrieval"), "summary_sampled": summary(runs, "ranking_sampled"),
+           "runs": runs, "wall_minutes": round((time.perf_counter() - t0) / 60, 1)}
+    path = write_json(RESULTS / f"quality_{args.name}.json", out)
+    print(f"wrote {path}")
+    for row, m in out["summary"].items():
+        print(f"{row:>12}: " + "  ".join(f"{k} {m[k]['mean']:.4f}±{m[k]['std']:.4f}"
+                                          for k in ("recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10") if k in m))
+
+
+if __name__ == "__main__":
+    main()
