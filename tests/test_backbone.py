@@ -447,3 +447,25 @@ def test_smollm2_fresh_conversion_matches_gguf(smollm2, tmp_path, monkeypatch):
         assert torch.allclose(fresh(input_ids=ids).logits, ref(input_ids=ids).logits, rtol=0, atol=1e-5)
     name = smollm2_folder().name
     assert sorted(os.listdir(tmp_path / "backbones")) == sorted([name, f".{name}.lock"])
+
+
+@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama"])
+def test_attention_runs_in_fp32_under_cpu_autocast(name):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from cllm4rec.backbone import FP32_ATTENTION, _sdpa_fp32_under_cpu_autocast
+    model, tok = load_backbone(name, seed=0)
+    assert model.config._attn_implementation == FP32_ATTENTION
+    ids = torch.tensor([tok("The best lipstick for dry lips is a matter of taste")["input_ids"]])
+    with torch.no_grad():
+        ours = model(input_ids=ids).logits
+        model.config._attn_implementation = "sdpa"
+        plain = model(input_ids=ids).logits
+    assert torch.equal(ours, plain)          # no autocast: exactly transformers' SDPA
+    layer = next(m for m in model.modules() if hasattr(m, "is_causal"))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 7, 16, generator=g).to(torch.bfloat16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = _sdpa_fp32_under_cpu_autocast(layer, q, k, v, None)
+    ref, _ = sdpa_attention_forward(layer, q.float(), k.float(), v.float(), None)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, ref.to(torch.bfloat16))
