@@ -45,7 +45,9 @@ def run_folder(overrides: list[str], name: str) -> Path:
 
 def one_seed(args, seed: int) -> dict:
     name = f"q_{args.name}_s{seed}"
-    common = [a for a in args.overrides if not a.startswith("+baseline")]
+    # baseline choices only concern the evaluation (e.g. `+baseline@baselines.sasrec=sasrec`, or
+    # `~baselines.ease` where another quality file already holds it for the same split)
+    common = [a for a in args.overrides if not a.startswith(("+baseline", "~baselines"))]
     folder = run_folder(common, name)
     if args.rerun or not (folder / "evaluation.json").exists():
         for stage in STAGES:
