@@ -38,9 +38,9 @@ from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
 
 from cllm4rec.backbone import load_backbone  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
-from cllm4rec.model import CLLM4Rec  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
 from cllm4rec.prepare import prepared_dataset  # noqa: E402
+from cllm4rec.train import build_model  # noqa: E402
 from cllm4rec.vocab import Vocab  # noqa: E402
 
 PHASES = ("L", "C", "rec", "eval")
@@ -64,7 +64,7 @@ def run_size(ds, backbone_name: str, precision: str, corpus_cfg, model_cfg, max_
     builder = CorpusBuilder(ds, tok, vocab, corpus_cfg)
     builder_s = time.perf_counter() - t0
     torch.manual_seed(0)
-    model = CLLM4Rec(backbone, vocab, init_std=model_cfg.init_std)
+    model = build_model(backbone, vocab, builder, model_cfg)
     module = CLLM4RecModule(model, builder, Schedule(), lr=model_cfg.pretrain.lr, lambda_mr=model_cfg.lambda_mr,
                             mr_reduction=model_cfg.mr_reduction, eval_batch_size=model_cfg.eval_batch_size,
                             max_eval_bytes=model_cfg.max_eval_bytes, pad_id=pad_id)

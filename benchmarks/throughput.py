@@ -65,7 +65,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, Peak, load, machine, now, write_json  # noqa: E402
 
-from cllm4rec.backbone import load_backbone  # noqa: E402
+from cllm4rec.backbone import FP32_ATTENTION, load_backbone  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
 from cllm4rec.model import CLLM4Rec  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
@@ -105,32 +105,14 @@ def _mask_kept_hidden(self, ids, attention_mask, side):
     return out.last_hidden_state
 
 
-def _sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
-    """Proposal (not in the project): transformers' SDPA attention with q/k/v in fp32 and autocast
-    off around it. Under CPU bf16 autocast SDPA is a lower-precision op, and this CPU's bf16
-    flash-attention kernel (forward and above all backward) is several times slower than fp32's."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    with torch.autocast("cpu", enabled=False):
-        out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
-                                              **kwargs)
-    return out.to(value.dtype), weights
-
-
-def _register_attention() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    AttentionInterface.register("sdpa_fp32", _sdpa_fp32)
-    AttentionMaskInterface.register("sdpa_fp32", sdpa_mask)
-
-
 # name -> (method overrides on the CLLM4Rec instance, attention implementation or None = as loaded)
 VARIANTS = {
     # baseline: before the speed fixes, plain SDPA attention included (bf16 under autocast)
     "baseline": ({"embed": _baseline_embed, "hidden": _baseline_hidden}, "sdpa"),
     "current": ({}, None),
     # attention in fp32 under bf16 autocast: measured here first (+12-20% on SmolLM2 real batches),
-    # now what cllm4rec.backbone loads by default, so `current` includes it
-    "sdpa_fp32": ({}, "sdpa_fp32"),
+    # now what cllm4rec.backbone loads by default, so `current` is the same
+    "sdpa_fp32": ({}, FP32_ATTENTION),
     "mask_kept": ({"hidden": _mask_kept_hidden}, None),    # ablation: mask skip off
     "where_embed": ({"embed": _baseline_embed}, None),     # ablation: the old embedding assembly
     "attn_eager": ({}, "eager"),                           # ablation: transformers' eager attention
@@ -556,7 +538,6 @@ def main() -> None:
     args.alloc_cases = [(a, b, int(c)) for a, b, c in (args.alloc_cases or [("tiny_gpt2", "C", 20),
                                                                            ("tiny_gpt2", "L", 20),
                                                                            ("smollm2_135m", "C", 3)])]
-    _register_attention()
     t_start, load_start = time.perf_counter(), load()
     data_cfg = OmegaConf.load(ROOT / "conf" / "data" / "ml100k.yaml")
     ds, _ = prepared_dataset(data_cfg)
@@ -629,9 +610,8 @@ def main() -> None:
               "variants": {"baseline": "model.embed / model.hidden before the speed fixes (torch.where assembly of "
                                        "three [B, T, d] lookups; attention mask always passed; KV cache built)",
                            "current": "cllm4rec/model.py as run",
-                           "sdpa_fp32": "proposal, not in the project: current + the backbone's attention through "
-                                        "an SDPA wrapper that runs q/k/v in fp32 with autocast off (registered with "
-                                        "transformers.AttentionInterface by this script)"},
+                           "sdpa_fp32": "cllm4rec.backbone's attention (the default since it was measured here): SDPA "
+                                        "with q/k/v in fp32 and autocast off under CPU bf16 autocast"},
               "matmul_peak_gflops": {"fp32": _num(peak.best(torch.float32)), "bf16": _num(peak.best(torch.bfloat16)),
                                      "fp32_per_shape": peak.best_per_shape(torch.float32),
                                      "bf16_per_shape": peak.best_per_shape(torch.bfloat16),

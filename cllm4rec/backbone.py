@@ -1,6 +1,6 @@
 """The frozen causal LM under CLLM4Rec, and its fast tokenizer.
 
-    load_backbone(name, seed=0) -> (model, tokenizer)   model frozen: eval(), no requires_grad
+    load_backbone(name, seed=0) -> (model, tokenizer)   model frozen: eval mode, no requires_grad
 
 `name` is one of
     smollm2_135m   the embedded default: SmolLM2-135M-Instruct, 4-bit-quantised (Q4_1) weights

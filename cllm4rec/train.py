@@ -33,7 +33,7 @@ def _f(default, help: str):
 
 @dataclass
 class PretrainConfig:
-    lr: float = _f(1e-3, "Adam learning rate of the ID tables")
+    lr: float = _f(1e-4, "Adam learning rate of the ID tables")
     epochs: int = _f(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
     content_warmup_epochs: int = _f(1, "Content-only epochs before the alternation")
     batch_size: int = _f(64, "Documents per batch at most (length-bucketed)")
@@ -44,7 +44,7 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    lr: float = _f(1e-3, "Adam learning rate of the ID tables")
+    lr: float = _f(1e-4, "Adam learning rate of the ID tables")
     epochs: int = _f(3, "Maximum fine-tuning epochs")
     batch_size: int = _f(64, "Prompts per batch at most")
     max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
@@ -56,7 +56,7 @@ class FinetuneConfig:
 @dataclass
 class ModelConfig:
     """The `model` config group (conf/model/cllm4rec.yaml); checked field by field."""
-    init_std: float = _f(0.02, "Std of the new user/item rows")
+    init_std: float = _f(0.002, "Std of the new user/item rows (the paper: 0.02)")
     item_bias: bool = _f(True, "Item head bias initialised to log training item frequency (false: the paper's "
                                "bias-free head)")
     lambda_mr: float = _f(1.0, "Mutual regularization weight")
@@ -102,6 +102,13 @@ def results_table(rows: dict[str, dict[str, float]], keys) -> str:
     return "\n".join([head, *lines])
 
 
+def build_model(backbone, vocab: Vocab, builder: CorpusBuilder, m) -> CLLM4Rec:
+    """The model of a training run: `m` is the model config (init_std, item_bias); the item
+    bias starts from the builder's training-item counts."""
+    prior = torch.from_numpy(np.bincount(builder.train_item, minlength=vocab.n_items)) if m.item_bias else None
+    return CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior)
+
+
 def train(cfg: DictConfig) -> dict:
     stage = cfg.stage
     if stage not in ("pretrain", "finetune"):
@@ -117,8 +124,7 @@ def train(cfg: DictConfig) -> dict:
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
     builder = CorpusBuilder(ds, tokenizer, vocab, corpus_cfg)
-    prior = torch.from_numpy(np.bincount(builder.train_item, minlength=ds.n_items)) if m.item_bias else None
-    model = CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior)
+    model = build_model(backbone, vocab, builder, m)
     if stage == "finetune" and sm.from_pretrained:
         source = Run(cfg.pretrained) if cfg.pretrained else run
         tables, meta = source.load_embeddings("pretrain")
