@@ -79,9 +79,11 @@ def evaluate_run(cfg: DictConfig) -> dict:
     rows, sampled = {}, {}
     for name, score in scorers.items():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and name == "CLLM4Rec"):
-            rows[name] = metrics.evaluate(score, seen, target, RETRIEVAL_KS, ("recall", "ndcg", "hr", "mrr"),
+            # every sampled user has a test item, so retrieval scores it: one scoring pass serves both
+            recorder = metrics.CandidateRecorder(score, users, cand)
+            rows[name] = metrics.evaluate(recorder, seen, target, RETRIEVAL_KS, ("recall", "ndcg", "hr", "mrr"),
                                           max_batch_bytes=m.max_eval_bytes)
-            sampled[name] = metrics.evaluate_sampled(score, users, cand, cfg.sampled.ks)
+            sampled[name] = recorder.sampled(cfg.sampled.ks)
         print(f"{name}: recall@20 {rows[name]['recall@20']:.4f}", file=sys.stderr)
 
     keys = ["recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10"]

@@ -332,35 +332,79 @@ def evaluate_sampled(score_fn: ScoreFn, users, candidates, ks: Iterable[int] = (
         raise ValueError(f"candidates must be [n_users, n_candidates] with one row per user; got "
                          f"{tuple(candidates.shape)} for {len(users)} users")
     ks, metrics = _ks(ks), _metric_names(metrics, SAMPLED_METRICS)
-    sums = {f"sampled_{m}@{k}": 0.0 for m in metrics if m != "mrr" for k in ks}
-    mrr = 0.0
-    bs, start = batch_size, 0
+    parts, bs, start = [], batch_size, 0
     while start < len(users):
         u = users[start:start + (bs or 1)]                          # one user first when bs is unknown
         with torch.no_grad():
             scores = score_fn(u.to(device))
         scores = _check_scores(scores, u, scores.shape[-1])
         bs = bs or batch_users(scores.shape[1], max_batch_bytes)
-        c = candidates[start:start + len(u)].to(scores.device)     # [B, C]
-        s = scores.gather(1, c)                                    # [B, C]
-        pos_s, pos_i = s[:, :1], c[:, :1]
-        ahead = (s[:, 1:] > pos_s) | ((s[:, 1:] == pos_s) & (c[:, 1:] < pos_i))
-        rank = 1 + ahead.sum(1).double().cpu()                      # [B]
+        parts.append(scores.gather(1, candidates[start:start + len(u)].to(scores.device)).cpu())  # [B, C]
+        start += len(u)
+    s = torch.cat(parts) if parts else torch.empty(0, candidates.shape[1])
+    return sampled_metrics(s, candidates, ks, metrics)
+
+
+def sampled_metrics(candidate_scores, candidates, ks: Iterable[int] = (1, 5, 10),
+                    metrics: Iterable[str] = ("hr", "ndcg")) -> dict[str, float]:
+    """`evaluate_sampled` from scores already gathered at the candidates: [U, C] (column 0 the
+    held-out item), for when the full-catalogue scores were computed anyway (CandidateRecorder)."""
+    s = torch.as_tensor(candidate_scores)
+    c = torch.as_tensor(candidates, dtype=torch.long)
+    if s.shape != c.shape:
+        raise ValueError(f"candidate_scores {tuple(s.shape)} and candidates {tuple(c.shape)} must match")
+    ks, metrics = _ks(ks), _metric_names(metrics, SAMPLED_METRICS)
+    pos_s, pos_i = s[:, :1], c[:, :1]
+    ahead = (s[:, 1:] > pos_s) | ((s[:, 1:] == pos_s) & (c[:, 1:] < pos_i))
+    rank = 1 + ahead.sum(1).double()                                # [U]
+    n = len(rank)
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m == "mrr":
+            continue
         for k in ks:
             inside = (rank <= k).double()
-            if "hr" in metrics:
-                sums[f"sampled_hr@{k}"] += float(inside.sum())
-            if "ndcg" in metrics:
-                sums[f"sampled_ndcg@{k}"] += float((inside / torch.log2(rank + 1)).sum())
-        mrr += float((1.0 / rank).sum())
-        start += len(u)
-    n = len(users)
-    out = {key: v / n if n else float("nan") for key, v in sums.items()}
+            v = inside if m == "hr" else inside / torch.log2(rank + 1)
+            out[f"sampled_{m}@{k}"] = float(v.sum()) / n if n else float("nan")
     if "mrr" in metrics:
-        out["sampled_mrr"] = mrr / n if n else float("nan")
-    out["sampled_n_candidates"] = int(candidates.shape[1])
+        out["sampled_mrr"] = float((1.0 / rank).sum()) / n if n else float("nan")
+    out["sampled_n_candidates"] = int(c.shape[1])
     out["n_users_evaluated"] = n
     return out
+
+
+class CandidateRecorder:
+    """A score_fn wrapper for `evaluate` that also keeps each listed user's scores at its
+    candidates, so the sampled protocol needs no second scoring pass (`sampled_metrics`)."""
+
+    def __init__(self, score_fn: ScoreFn, users, candidates):
+        self.score_fn = score_fn
+        self.users = torch.as_tensor(users, dtype=torch.long).reshape(-1)
+        self.candidates = torch.as_tensor(candidates, dtype=torch.long)
+        n = int(self.users.max()) + 1 if len(self.users) else 0
+        self._row = torch.full((n,), -1, dtype=torch.long)
+        self._row[self.users] = torch.arange(len(self.users))
+        self.scores = torch.full(self.candidates.shape, float("nan"), dtype=torch.float64)   # [U, C], exact for any dtype
+
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        scores = self.score_fn(u)                                   # [B, n_items]
+        uc = u.cpu()
+        inside = uc < len(self._row)
+        rows = torch.full_like(uc, -1)
+        rows[inside] = self._row[uc[inside]]
+        have = rows >= 0
+        if have.any():
+            r = rows[have]
+            self.scores[r] = scores[have.to(scores.device)].gather(
+                1, self.candidates[r].to(scores.device)).double().cpu()
+        return scores
+
+    def sampled(self, ks: Iterable[int] = (1, 5, 10), metrics: Iterable[str] = ("hr", "ndcg")) -> dict[str, float]:
+        missing = torch.isnan(self.scores[:, 0])
+        if missing.any():
+            raise RuntimeError(f"{int(missing.sum())} sampled users were never scored (first: "
+                               f"{self.users[missing][:5].tolist()}); score them through this recorder first")
+        return sampled_metrics(self.scores, self.candidates, ks, metrics)
 
 
 # ---------------------------------------------------------------------------- rating prediction

@@ -5,9 +5,11 @@ checkpoints and metrics in the run folder (runs.py).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -81,6 +83,24 @@ def checked_model_config(model_cfg: DictConfig) -> DictConfig:
     return merged
 
 
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_known_noise() -> None:
+    """Silence what Lightning and W&B print that is expected here and needs no action, so that what
+    a user does see means something: the frozen backbone is in eval mode on purpose (dropout off),
+    the model summary cannot size bf16, Lightning's own pytree deprecation, and advertising tips."""
+    for pattern in (r"Found \d+ module\(s\) in eval mode", r"Precision bf16-mixed is not supported by the model summary",
+                    r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in log.filters):
+            log.addFilter(_DropTips())
+
+
 def make_logger(cfg: DictConfig):
     """W&B offline unless an API key is configured; CSV; or none (an empty logger config)."""
     lc = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None
@@ -91,6 +111,10 @@ def make_logger(cfg: DictConfig):
             lc["offline"] = not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
                                  and "api.wandb.ai" in (Path.home() / ".netrc").read_text())
         os.environ.setdefault("WANDB_SILENT", "true")
+        logger = instantiate(lc)
+        # Lightning always passes anonymous=None, which wandb >= 0.19 warns about on every run
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+        return logger
     return instantiate(lc)
 
 
@@ -115,6 +139,7 @@ def train(cfg: DictConfig) -> dict:
         raise ValueError(f"stage must be pretrain or finetune, got {stage!r}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_flush_denormal(True)
+    quiet_known_noise()
     run = Run(cfg.run_dir)
     m = checked_model_config(cfg.model)
     sm = m[stage]
@@ -188,9 +213,11 @@ def train(cfg: DictConfig) -> dict:
                              "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})
         keys = ["recall@20", "recall@40", "ndcg@100"] + ["rating_rmse", "rating_mae"] * (
             stage == "finetune" and schedule.finetune_rating)
-        table = results_table({f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results},
-                              keys)
+        rows = {f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results}
+        table = results_table(rows, keys) if rows else ""
         run.write_metrics(stage, results, table)
         run.write_history(stage, module.history)
-        print(f"\n{stage} finished in {fit_seconds / 60:.1f} min; run folder {run.root}\n{table}", file=sys.stderr)
+        after = table or ("no ranking metrics after pretraining (model.pretrain.evaluate=false); fine-tuning "
+                          "evaluates: make finetune")
+        print(f"\n{stage} finished in {fit_seconds / 60:.1f} min; run folder {run.root}\n{after}", file=sys.stderr)
     return results

@@ -313,6 +313,24 @@ def test_sampled_matches_reference(seed, kind, batch_size):
     assert not any(k.startswith(("hr", "ndcg", "recall")) for k in got)   # protocol is in every key
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["float32", "ties"])
+def test_candidate_recorder_gives_both_protocols_in_one_pass(seed, kind):
+    train, test = loo_problem(seed)
+    scores, _, _ = random_problem(seed, 60, 150, kind=kind)
+    users, cand = M.sampled_candidates(train + test, test, n_negatives=20, seed=seed)
+    calls = []
+    fn = table_fn(scores)
+    rec = M.CandidateRecorder(lambda u: calls.append(len(u)) or fn(u), users, cand)
+    with pytest.raises(RuntimeError, match="never scored"):
+        rec.sampled()
+    full = M.evaluate(rec, train, test, (5, 10), ("recall", "ndcg"), batch_size=7)
+    assert full == M.evaluate(fn, train, test, (5, 10), ("recall", "ndcg"), batch_size=7)
+    assert sum(calls) == len(users)                                 # each user scored once
+    assert rec.sampled((1, 5, 10), ("hr", "ndcg", "mrr")) == M.evaluate_sampled(
+        fn, users, cand, (1, 5, 10), ("hr", "ndcg", "mrr"))
+
+
 def test_sampled_candidates_need_one_target_per_user():
     train, test = loo_problem(0)
     test = test.tolil()

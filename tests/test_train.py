@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,18 @@ def test_fast_dev_run_both_stages(tmp_path, shared_data):
     assert saved["test"]["recall@20"] == pytest.approx(fin["test"]["recall@20"])
     manifest = json.loads((run / "manifest-finetune.json").read_text())
     assert manifest["inputs"][0]["sha256"] and manifest["versions_run"]["torch"]
+
+
+def test_pretrain_without_evaluation_prints_no_empty_table_nor_known_noise(tmp_path, shared_data, capsys, caplog):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        res = train(cfg_for("pretrain", tmp_path, "trainer.fast_dev_run=true", "model.pretrain.evaluate=false"))
+    assert "test" not in res
+    err = capsys.readouterr().err
+    assert "no ranking metrics after pretraining" in err and "| model |" not in err
+    assert (tmp_path / "run" / "pretrain" / "metrics.md").read_text().strip() == ""
+    messages = [str(w.message) for w in seen] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "in eval mode" in m or "Tip:" in m or "LeafSpec" in m], messages
 
 
 def test_finetune_without_pretraining_says_what_to_do(tmp_path):
