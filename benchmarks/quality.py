@@ -12,7 +12,10 @@ logger=none`), so the numbers come from the committed configs and code. The spli
 depend on the training seed (data.split.seed), so seeds vary the training only; the baselines
 of `cllm4rec.evaluate` (conf/evaluate.yaml: Pop, EASE, Multi-VAE; extra ones with
 `+baseline@baselines.sasrec=sasrec` among the overrides) are fitted on the same split in the
-same evaluation. A finished seed (its evaluation.json present) is reused unless --rerun.
+same evaluation. A finished seed is reused unless --rerun: its evaluation.json in the run folder,
+or its entry in the existing results file when that entry was trained with the same overrides
+(baseline choices aside), so a later session can add seeds to a file without retraining the old
+ones, e.g. `--seeds 0 1 2 -- ... '~baselines.multivae'` where seed 0 already fitted Multi-VAE.
 
 Writes benchmarks/results/quality_<name>.json: per seed the full-ranking test metrics of every
 row, the sampled-ranking metrics, the training minutes of each stage, and per row the mean and
@@ -43,11 +46,30 @@ def run_folder(overrides: list[str], name: str) -> Path:
     return ROOT / "runs" / str(cfg.data.name) / str(OmegaConf.select(cfg, "backbone.name")) / name
 
 
+def training_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that change the trained model: baseline choices only concern the evaluation
+    (e.g. `+baseline@baselines.sasrec=sasrec`, or `~baselines.ease` where another run holds it)."""
+    return [a for a in overrides if not a.startswith(("+baseline", "~baselines"))]
+
+
+def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
+    """Seeds of an existing results file trained with the same overrides, by seed."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    runs = {}
+    for r in old.get("runs", []):
+        r.setdefault("overrides", old.get("overrides", []))    # files written before runs kept their own
+        r.setdefault("date", old.get("date"))
+        r.setdefault("machine", old.get("machine"))
+        if training_overrides(r["overrides"]) == training_overrides(overrides):
+            runs[r["seed"]] = r
+    return runs
+
+
 def one_seed(args, seed: int) -> dict:
     name = f"q_{args.name}_s{seed}"
-    # baseline choices only concern the evaluation (e.g. `+baseline@baselines.sasrec=sasrec`, or
-    # `~baselines.ease` where another quality file already holds it for the same split)
-    common = [a for a in args.overrides if not a.startswith(("+baseline", "~baselines"))]
+    common = training_overrides(args.overrides)
     folder = run_folder(common, name)
     if args.rerun or not (folder / "evaluation.json").exists():
         for stage in STAGES:
@@ -61,7 +83,8 @@ def one_seed(args, seed: int) -> dict:
     ev = json.loads((folder / "evaluation.json").read_text())
     fit = {s: json.loads((folder / s / "metrics.json").read_text()).get("fit_seconds") for s in STAGES[:2]}
     hist = json.loads((folder / "finetune" / "history.json").read_text())
-    return {"seed": seed, "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
+    return {"seed": seed, "date": now(), "machine": machine(), "overrides": args.overrides,
+            "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
             "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "val_recall@20", "val_recall@40", "val_ndcg@100") if k in e}
                              for e in hist],
             "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),
@@ -88,13 +111,21 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every stage (after --)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    runs = [one_seed(args, s) for s in args.seeds]
+    path = RESULTS / f"quality_{args.name}.json"
+    before = {} if args.rerun else earlier_runs(path, args.overrides)
+    reused = [s for s in args.seeds if s in before and not (run_folder(training_overrides(args.overrides),
+                                                                          f"q_{args.name}_s{s}") / "evaluation.json").exists()]
+    if reused:
+        print(f"reusing seeds {reused} from {path.name} (same training overrides)", flush=True)
+    runs = [before[s] if s in reused else one_seed(args, s) for s in args.seeds]
     out = {"benchmark": "quality", "name": args.name, "date": now(), "machine": machine(), "load": load(),
            "overrides": args.overrides, "seeds": args.seeds,
            "protocol": runs[0]["split"], "data": runs[0]["data"], "backbone": runs[0]["backbone"],
            "summary": summary(runs, "retrieval"), "summary_sampled": summary(runs, "ranking_sampled"),
            "runs": runs, "wall_minutes": round((time.perf_counter() - t0) / 60, 1)}
-    path = write_json(RESULTS / f"quality_{args.name}.json", out)
+    if reused:
+        out["reused_seeds"] = reused
+    path = write_json(path, out)
     print(f"wrote {path}")
     for row, m in out["summary"].items():
         print(f"{row:>12}: " + "  ".join(f"{k} {m[k]['mean']:.4f}±{m[k]['std']:.4f}"
