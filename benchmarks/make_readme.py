@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HERE, RESULTS, machine_line  # noqa: E402
 
-SCRIPTS = {"throughput": "throughput.py", "evaluation": "evaluation.py", "scaling": "scaling.py",
-           "corpus": "corpus.py"}
-ORDER = ["throughput", "evaluation", "scaling", "corpus"]
+SCRIPTS = {"throughput": "throughput.py", "throughput_attention": "throughput.py", "evaluation": "evaluation.py",
+           "scaling": "scaling.py", "corpus": "corpus.py"}
+ORDER = ["throughput", "throughput_attention", "evaluation", "scaling", "corpus"]
 
 
 # ---------------------------------------------------------------------- formatting
@@ -85,11 +85,21 @@ def header(name: str, rep: dict, path: Path) -> str:
 def render_throughput(rep: dict) -> str:
     out = []
     pk = rep.get("matmul_peak_gflops", {})
+    measured = [d for d in ("fp32", "bf16") if isinstance(pk.get(d), (int, float)) and pk[d] == pk[d]]
     out.append(f"Matrix-multiply peak measured in the same process (max over {len(pk.get('samples', []))} samples "
-               f"interleaved with the measurements): fp32 **{fmt(pk.get('fp32'))}** GFLOP/s, bf16 "
-               f"**{fmt(pk.get('bf16'))}** GFLOP/s. Per shape (best): fp32 "
-               + ", ".join(f"{k} {fmt(v)}" for k, v in pk.get("fp32_per_shape", {}).items()) + "; bf16 "
-               + ", ".join(f"{k} {fmt(v)}" for k, v in pk.get("bf16_per_shape", {}).items()) + ".\n")
+               "interleaved with the measurements): " + ", ".join(f"{d} **{fmt(pk[d])}** GFLOP/s" for d in measured)
+               + ". Per shape (best): " + "; ".join(
+                   f"{d} " + ", ".join(f"{k} {fmt(v)}" for k, v in pk.get(f"{d}_per_shape", {}).items())
+                   for d in measured) + ".")
+    spread = {}
+    for smp in pk.get("samples", []):
+        spread.setdefault(smp["dtype"], []).append(smp["gflops"])
+    if spread:
+        # a shared or AMX machine's peak moves between samples: the column "MFU (block peak)" uses
+        # the sample taken just before the block, so a block is not judged against another's luck
+        out.append(" Range of the samples: " + ", ".join(f"{k} {fmt(min(v))}-{fmt(max(v))}" for k, v in spread.items())
+                   + " GFLOP/s.")
+    out.append("\n")
     out.append(f"Model FLOPs: `{rep.get('flops_formula', '')}`. MFU: {rep.get('mfu_definition', '')}.\n")
     prec = rep.get("precisions", {})
     if prec:
@@ -102,10 +112,10 @@ def render_throughput(rep: dict) -> str:
     if real:
         out.append("\n### Real ML-100K batches (CorpusData.epoch_batches; tokens/s counts non-pad tokens)\n")
         out.append(table(["backbone", "precision", "variant", "step", "batches", "real tokens", "padding",
-                          "s/step", "tokens/s", "MFU", "MFU incl. attention", "est. epoch (min)"],
+                          "s/step", "tokens/s", "MFU", "MFU (block peak)", "MFU incl. attention", "est. epoch (min)"],
                          [[r["backbone"], r["precision"], r["variant"], r["step"], r["batches"], r["real_tokens"],
                            pct(r["padding_fraction"]), r["seconds_per_step"], r["tokens_per_s"], pct(r["mfu"]),
-                           pct(r.get("mfu_incl_attention")), r.get("estimated_epoch_minutes")] for r in real]))
+                           pct(r.get("mfu_local")), pct(r.get("mfu_incl_attention")), r.get("estimated_epoch_minutes")] for r in real]))
         out.append("")
     variants = list(dict.fromkeys(r["variant"] for r in real))
     if len(variants) > 1:
@@ -264,7 +274,7 @@ def render_generic(rep) -> str:
     return "\n".join(out) + "\n"
 
 
-RENDER = {"throughput": render_throughput, "evaluation": render_evaluation, "scaling": render_scaling,
+RENDER = {"throughput": render_throughput, "throughput_attention": render_throughput, "evaluation": render_evaluation, "scaling": render_scaling,
           "corpus": render_corpus}
 
 
