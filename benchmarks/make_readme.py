@@ -274,8 +274,8 @@ def render_generic(rep) -> str:
     return "\n".join(out) + "\n"
 
 
-RENDER = {"throughput": render_throughput, "throughput_attention": render_throughput, "evaluation": render_evaluation, "scaling": render_scaling,
-          "corpus": render_corpus}
+RENDER = {"throughput": render_throughput, "throughput_attention": render_throughput, "evaluation": render_evaluation,
+          "scaling": render_scaling, "corpus": render_corpus}
 
 
 def build(results: Path) -> str:

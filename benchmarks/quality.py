@@ -67,10 +67,9 @@ def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
     return runs
 
 
-def one_seed(args, seed: int) -> dict:
+def one_seed(args, seed: int, folder: Path) -> dict:
     name = f"q_{args.name}_s{seed}"
     common = training_overrides(args.overrides)
-    folder = run_folder(common, name)
     if args.rerun or not (folder / "evaluation.json").exists():
         for stage in STAGES:
             extra = args.overrides if stage == "evaluate" else common
@@ -113,11 +112,12 @@ def main() -> None:
     t0 = time.perf_counter()
     path = RESULTS / f"quality_{args.name}.json"
     before = {} if args.rerun else earlier_runs(path, args.overrides)
-    reused = [s for s in args.seeds if s in before and not (run_folder(training_overrides(args.overrides),
-                                                                          f"q_{args.name}_s{s}") / "evaluation.json").exists()]
+    folders = {s: run_folder(training_overrides(args.overrides), f"q_{args.name}_s{s}") for s in args.seeds}
+    # a run folder on this machine wins over the file's copy of the same seed
+    reused = [s for s in args.seeds if s in before and not (folders[s] / "evaluation.json").exists()]
     if reused:
         print(f"reusing seeds {reused} from {path.name} (same training overrides)", flush=True)
-    runs = [before[s] if s in reused else one_seed(args, s) for s in args.seeds]
+    runs = [before[s] if s in reused else one_seed(args, s, folders[s]) for s in args.seeds]
     out = {"benchmark": "quality", "name": args.name, "date": now(), "machine": machine(), "load": load(),
            "overrides": args.overrides, "seeds": args.seeds,
            "protocol": runs[0]["split"], "data": runs[0]["data"], "backbone": runs[0]["backbone"],

@@ -65,7 +65,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, Peak, load, machine, now, write_json  # noqa: E402
 
-from cllm4rec.backbone import FP32_ATTENTION, load_backbone  # noqa: E402
+from cllm4rec.backbone import load_backbone  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
 from cllm4rec.model import CLLM4Rec  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
@@ -110,11 +110,8 @@ VARIANTS = {
     # baseline: before the speed fixes, plain SDPA attention included (bf16 under autocast)
     "baseline": ({"embed": _baseline_embed, "hidden": _baseline_hidden}, "sdpa"),
     "current": ({}, None),
-    # attention in fp32 under bf16 autocast: measured here first (+12-20% on SmolLM2 real batches),
-    # now what cllm4rec.backbone loads by default, so `current` is the same
-    "sdpa_fp32": ({}, FP32_ATTENTION),
-    # current but transformers' plain SDPA (bf16 under autocast): on CPUs with AMX the bf16 kernel
-    # may win where it lost on AVX-512 only (the machine decides, so it is measured per machine)
+    # current runs attention in fp32 under bf16 autocast (cllm4rec.backbone); this is transformers'
+    # plain SDPA in bf16, kept to re-check that choice on each new kind of CPU
     "sdpa_bf16": ({}, "sdpa"),
     "mask_kept": ({"hidden": _mask_kept_hidden}, None),    # ablation: mask skip off
     "where_embed": ({"embed": _baseline_embed}, None),     # ablation: the old embedding assembly
@@ -512,10 +509,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps before each measurement")
     ap.add_argument("--real-batches", type=int, default=4, help="sampled real batches per step kind")
     ap.add_argument("--real-repeats", type=int, default=2, help="passes over the real sample (median)")
-    ap.add_argument("--variants", nargs="+", default=["baseline", "current", "sdpa_fp32"],
-                    choices=["baseline", "current", "sdpa_fp32", "sdpa_bf16"],
-                    help="real-batch variants, interleaved (sdpa_fp32 runs only where it differs: bf16, bf16w; "
-                         "bf16w runs current and sdpa_fp32)")
+    ap.add_argument("--variants", nargs="+", default=["baseline", "current"],
+                    choices=["baseline", "current", "sdpa_bf16"],
+                    help="real-batch variants, interleaved (sdpa_bf16 runs only under bf16 autocast; bf16w runs "
+                         "current only)")
     ap.add_argument("--synthetic-precisions", nargs="*", default=["fp32", "bf16"],
                     help="precisions that also run the synthetic shapes (real batches run every precision)")
     ap.add_argument("--tiny-scale", type=int, default=3, help="tiny_gpt2 steps are fast: x more real batches")
@@ -575,8 +572,8 @@ def main() -> None:
             if precision in args.synthetic_precisions:
                 run_synthetic(b, args, peak, rows)
                 peak.measure(b.dtype, f"{name}/{precision} after synthetic")
-            variants = [v for v in args.variants if not (v in ("sdpa_fp32", "sdpa_bf16") and precision == "fp32")
-                        and not (v == "baseline" and precision == "bf16w")]
+            variants = [v for v in args.variants if v == "current" or precision == "bf16"
+                        or (v == "baseline" and precision == "fp32")]
             run_real(b, args, peak, rows, sample, warm, variants)
             peak.measure(b.dtype, f"{name}/{precision} after real")
             if not args.no_profile and name == args.profile_backbone and precision == "bf16":
@@ -612,9 +609,7 @@ def main() -> None:
                              "bf16w": "proposal, not a project config: backbone weights cast to bf16 once, no autocast"},
               "variants": {"baseline": "model.embed / model.hidden before the speed fixes (torch.where assembly of "
                                        "three [B, T, d] lookups; attention mask always passed; KV cache built)",
-                           "current": "cllm4rec/model.py as run",
-                           "sdpa_fp32": "cllm4rec.backbone's attention (the default since it was measured here): SDPA "
-                                        "with q/k/v in fp32 and autocast off under CPU bf16 autocast",
+                           "current": "cllm4rec/model.py as run (attention in fp32 under CPU bf16 autocast)",
                            "sdpa_bf16": "current with transformers' plain SDPA attention (bf16 under autocast)"},
               "matmul_peak_gflops": {"fp32": _num(peak.best(torch.float32)), "bf16": _num(peak.best(torch.bfloat16)),
                                      "fp32_per_shape": peak.best_per_shape(torch.float32),
