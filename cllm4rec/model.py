@@ -27,12 +27,18 @@ SIDES = ("collaborative", "content")
 
 class CLLM4Rec(nn.Module):
     def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = 0.02,
-                 item_prior: torch.Tensor | None = None):
+                 item_prior: torch.Tensor | None = None, id_input_scale: float = 1.0):
         """item_prior: optional [J] training item counts. Given, the collaborative item head
         gets a trainable bias initialised to the smoothed log item frequency, so its softmax
         starts at the popularity distribution instead of uniform and the tied embeddings
         learn what differs from it (a head-bias init as in Karpathy's "init well"; the paper's
-        head has no bias: pass None)."""
+        head has no bias: pass None).
+
+        id_input_scale: user/item rows are multiplied by it where they enter the backbone, not
+        in the tied item head (1: the paper, one vector in and out). The two ends want different
+        scales: the head's logits are h . e_j with large h, so rows must start small (init_std),
+        but rows far smaller than the word embeddings are nearly invisible to the backbone, whose
+        hidden state then barely depends on the user (`auto_id_input_scale`)."""
         super().__init__()
         self.backbone = backbone
         for p in self.backbone.parameters():
@@ -48,9 +54,16 @@ class CLLM4Rec(nn.Module):
         self.item = nn.ModuleDict({s: nn.Embedding(vocab.n_items, d) for s in SIDES})
         for table in [*self.user.values(), *self.item.values()]:
             nn.init.normal_(table.weight, std=init_std)
+        self.register_buffer("id_input_scale", torch.tensor(float(id_input_scale)))
         self.item_bias = None
         if item_prior is not None:
             self.item_bias = nn.Parameter(self.log_frequency(item_prior, vocab.n_items))
+
+    @staticmethod
+    def auto_id_input_scale(backbone: nn.Module, init_std: float) -> float:
+        """std(word embedding entries) / init_std: new rows enter the backbone at the scale of
+        its words (SmolLM2: .136 / .002 = 68)."""
+        return float(backbone.get_input_embeddings().weight.detach().float().std()) / init_std
 
     @staticmethod
     def log_frequency(counts: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -78,7 +91,8 @@ class CLLM4Rec(nn.Module):
                                  (self.item[side], ids >= v.item_offset, v.item_offset, v.n_items)):
             pos = at.nonzero(as_tuple=True)
             if pos[0].numel():
-                x = x.index_put_(pos, table((ids[pos] - lo).clamp(0, n - 1)).to(x.dtype))
+                rows = table((ids[pos] - lo).clamp(0, n - 1)) * self.id_input_scale
+                x = x.index_put_(pos, rows.to(x.dtype))
         return x
 
     def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor, side: str) -> torch.Tensor:
@@ -185,13 +199,16 @@ class CLLM4Rec(nn.Module):
         for s in SIDES:
             out[f"{s}.user"] = self.user[s].weight.detach().cpu().contiguous()
             out[f"{s}.item"] = self.item[s].weight.detach().cpu().contiguous()
+        out["id_input_scale"] = self.id_input_scale.detach().cpu().reshape(1).clone()
         if self.item_bias is not None:
             out["collaborative.item_bias"] = self.item_bias.detach().cpu().contiguous()
         return out
 
     def load_id_embeddings(self, tables: dict[str, torch.Tensor]) -> None:
-        """Copy trained tables in; a saved item bias creates the bias if the model has none."""
+        """Copy trained tables in; a saved item bias creates the bias if the model has none.
+        Tables saved without an input scale were trained with 1 (the paper's tying)."""
         with torch.no_grad():
+            self.id_input_scale.fill_(float(tables.get("id_input_scale", torch.ones(1)).reshape(-1)[0]))
             for s in SIDES:
                 self.user[s].weight.copy_(tables[f"{s}.user"])
                 self.item[s].weight.copy_(tables[f"{s}.item"])

@@ -59,6 +59,9 @@ class FinetuneConfig:
 class ModelConfig:
     """The `model` config group (conf/model/cllm4rec.yaml); checked field by field."""
     init_std: float = _f(0.002, "Std of the new user/item rows (the paper: 0.02)")
+    id_input_scale: Optional[float] = _f(None, "Multiplier of user/item rows where they enter the backbone (not "
+                                               "in the tied item head); null: std(word embeddings) / init_std, "
+                                               "so new tokens enter at the words' scale; 1: the paper")
     item_bias: bool = _f(True, "Item head bias initialised to log training item frequency (false: the paper's "
                                "bias-free head)")
     lambda_mr: float = _f(1.0, "Mutual regularization weight")
@@ -130,7 +133,8 @@ def build_model(backbone, vocab: Vocab, builder: CorpusBuilder, m) -> CLLM4Rec:
     """The model of a training run: `m` is the model config (init_std, item_bias); the item
     bias starts from the builder's training-item counts."""
     prior = torch.from_numpy(np.bincount(builder.train_item, minlength=vocab.n_items)) if m.item_bias else None
-    return CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior)
+    scale = m.id_input_scale if m.id_input_scale is not None else CLLM4Rec.auto_id_input_scale(backbone, m.init_std)
+    return CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior, id_input_scale=scale)
 
 
 def train(cfg: DictConfig) -> dict:

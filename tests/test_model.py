@@ -187,10 +187,48 @@ def test_item_bias_trains_and_round_trips(backbone):
     assert not torch.equal(m.item_bias.detach(), before)
     tables = m.id_embeddings()
     assert set(tables) == {"collaborative.user", "collaborative.item", "content.user", "content.item",
-                           "collaborative.item_bias"}
+                           "collaborative.item_bias", "id_input_scale"}
     plain = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS))   # no prior: the paper's head
     assert plain.item_bias is None and "collaborative.item_bias" not in plain.id_embeddings()
     plain.load_id_embeddings(tables)
     last = att.sum(1) - 1
     with torch.no_grad():
+        assert torch.equal(plain.recommend_logits(ids, att, last), m.recommend_logits(ids, att, last))
+
+
+@pytest.mark.parametrize("scale", [1.0, 68.0])
+def test_id_input_scale_only_at_the_input(backbone, scale):
+    model, tok = backbone
+    n = model.get_input_embeddings().num_embeddings
+    torch.manual_seed(0)
+    m = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS), init_std=0.002, id_input_scale=scale)
+    v = m.vocab
+    ids = torch.tensor([[5, v.user(3), v.item(8)]])
+    x = m.embed(ids, "content")
+    assert torch.equal(x[0, 0], m.backbone.get_input_embeddings().weight[5])      # words untouched
+    assert torch.allclose(x[0, 1], scale * m.user["content"].weight[3])
+    assert torch.allclose(x[0, 2], scale * m.item["content"].weight[8])
+    h = torch.randn(2, m.item["collaborative"].weight.shape[1])
+    with torch.no_grad():   # the tied head reads the raw rows, whatever the input scale
+        assert torch.allclose(m.item_logits(h), h @ m.item["collaborative"].weight.T)
+
+
+def test_id_input_scale_changes_hidden_states_and_round_trips(backbone):
+    model, tok = backbone
+    n = model.get_input_embeddings().num_embeddings
+    torch.manual_seed(0)
+    m = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS), init_std=0.002,
+                 id_input_scale=CLLM4Rec.auto_id_input_scale(model, 0.002))
+    word_std = model.get_input_embeddings().weight.float().std().item()
+    assert m.id_input_scale.item() == pytest.approx(word_std / 0.002)
+    ids, att, _ = batch(m, tok)
+    last = att.sum(1) - 1
+    plain = CLLM4Rec(copy.deepcopy(model), Vocab(n, N_USERS, N_ITEMS))
+    with torch.no_grad():
+        tables = m.id_embeddings()
+        plain.load_id_embeddings({k: v for k, v in tables.items() if k != "id_input_scale"})
+        assert plain.id_input_scale.item() == 1.0     # saved by an older version: the paper's tying
+        assert not torch.allclose(plain.recommend_logits(ids, att, last), m.recommend_logits(ids, att, last))
+        plain.load_id_embeddings(tables)
+        assert plain.id_input_scale.item() == pytest.approx(word_std / 0.002)
         assert torch.equal(plain.recommend_logits(ids, att, last), m.recommend_logits(ids, att, last))
