@@ -62,7 +62,9 @@ class CLLM4Rec(nn.Module):
     @staticmethod
     def auto_id_input_scale(backbone: nn.Module, init_std: float) -> float:
         """std(word embedding entries) / init_std: new rows enter the backbone at the scale of
-        its words (SmolLM2: .136 / .002 = 68)."""
+        its words (SmolLM2: .136 / .002 = 68). Zero rows (init_std 0) enter as zeros at any scale: 1."""
+        if init_std <= 0:
+            return 1.0
         return float(backbone.get_input_embeddings().weight.detach().float().std()) / init_std
 
     @staticmethod

@@ -49,6 +49,16 @@ def test_fast_dev_run_both_stages(tmp_path, shared_data):
     assert manifest["inputs"][0]["sha256"] and manifest["versions_run"]["torch"]
 
 
+def test_finetune_history_has_the_popularity_reference(tmp_path, shared_data):
+    # zero ID rows: the item head is its bias, the smoothed log popularity, so the first step's
+    # NLL through the model (logits, softmax, multi-hot) must equal the reference (a gather)
+    train(cfg_for("finetune", tmp_path, "trainer.fast_dev_run=true", "model.init_std=0",
+                  "model.finetune.from_pretrained=false", "trainer.precision=32"))
+    (row,) = json.loads((tmp_path / "run" / "finetune" / "history.json").read_text())
+    assert row["loss_rec_pop"] > 0
+    assert row["loss_rec"] == pytest.approx(row["loss_rec_pop"], rel=1e-5)
+
+
 def test_pretrain_without_evaluation_prints_no_empty_table_nor_known_noise(tmp_path, shared_data, capsys, caplog):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
