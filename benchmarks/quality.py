@@ -84,8 +84,8 @@ def one_seed(args, seed: int, folder: Path) -> dict:
     hist = json.loads((folder / "finetune" / "history.json").read_text())
     return {"seed": seed, "date": now(), "machine": machine(), "overrides": args.overrides,
             "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
-            "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "val_recall@20", "val_recall@40", "val_ndcg@100") if k in e}
-                             for e in hist],
+            "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "val_recall@20",
+                                                    "val_recall@40", "val_ndcg@100") if k in e} for e in hist],
             "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),
             "split": ev["split"], "data": ev["data"], "backbone": ev["backbone"]}
 
