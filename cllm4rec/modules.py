@@ -143,7 +143,9 @@ class CLLM4RecModule(pl.LightningModule):
         self.history: list[dict] = []
         self._sums: dict[str, list[float]] = {}
         self._val: dict[str, float] = {}
-        self._pop_log_prob: torch.Tensor | None = None
+        # [J] the smoothed log training item frequency: the popularity reference of `loss_rec_pop`
+        counts = torch.from_numpy(np.bincount(builder.train_item, minlength=builder.ds.n_items))
+        self.register_buffer("pop_log_prob", CLLM4Rec.log_frequency(counts, builder.ds.n_items), persistent=False)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -158,7 +160,7 @@ class CLLM4RecModule(pl.LightningModule):
             main = m.multinomial_nll(logits, targets)
             side = "collaborative"
             # the same NLL under popularity alone: a model that learns nothing personal sits here
-            pop = -self.popularity_log_prob()[batch["target_items"]].sum() / len(ids)
+            pop = -self.pop_log_prob[batch["target_items"]].sum() / len(ids)
             self._accumulate("loss_rec_pop", pop)
         elif step == "rating":   # the label is the main text's one token, right after the prompt
             tokens, _ = self.rating_levels()
@@ -183,13 +185,6 @@ class CLLM4RecModule(pl.LightningModule):
         acc = self._sums.setdefault(key, [0.0, 0])
         acc[0] += float(value.detach())
         acc[1] += 1
-
-    def popularity_log_prob(self) -> torch.Tensor:
-        """[J] log of the smoothed training item frequency (the item bias's initial value)."""
-        if getattr(self, "_pop_log_prob", None) is None or self._pop_log_prob.device != self.device:
-            counts = torch.from_numpy(np.bincount(self.builder.train_item, minlength=self.builder.ds.n_items))
-            self._pop_log_prob = CLLM4Rec.log_frequency(counts, self.builder.ds.n_items).to(self.device)
-        return self._pop_log_prob
 
     def on_train_epoch_end(self) -> None:
         row = {"epoch": self.current_epoch, **{k: t / max(n, 1) for k, (t, n) in self._sums.items()}, **self._val}
