@@ -13,13 +13,16 @@ depend on the training seed (data.split.seed), so seeds vary the training only; 
 of `cllm4rec.evaluate` (conf/evaluate.yaml: Pop, EASE, Multi-VAE; extra ones with
 `+baseline@baselines.sasrec=sasrec` among the overrides) are fitted on the same split in the
 same evaluation. A finished seed is reused unless --rerun: its evaluation.json in the run folder,
-or its entry in the existing results file when that entry was trained with the same overrides
-(baseline choices aside), so a later session can add seeds to a file without retraining the old
-ones, e.g. `--seeds 0 1 2 -- ... '~baselines.multivae'` where seed 0 already fitted Multi-VAE.
+or its entry in the existing results file, when that run was trained with the config these
+overrides compose now (data, backbone, corpus, model, seed: `TRAINING_SECTIONS`), so a later
+session can add seeds to a file without retraining the old ones, e.g. `--seeds 0 1 2 -- ...
+'~baselines.multivae'` where seed 0 already fitted Multi-VAE, and a changed default retrains
+instead of mixing schedules. Entries without a stored config (files before 2026-12-04) are not
+reused.
 
-Writes benchmarks/results/quality_<name>.json: per seed the full-ranking test metrics of every
-row, the sampled-ranking metrics, the training minutes of each stage, and per row the mean and
-the (population) standard deviation over seeds.
+Writes benchmarks/results/quality_<name>.json: per seed the training config, the full-ranking
+test metrics of every row, the sampled-ranking metrics, the training minutes of each stage, and
+per row the mean and the (population) standard deviation over seeds; the git commit.
 """
 from __future__ import annotations
 
@@ -37,13 +40,62 @@ from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
 STAGES = ("pretrain", "finetune", "evaluate")
 
 
+TRAINING_SECTIONS = ("data", "backbone", "corpus", "model", "seed")
+
+
+def compose_stage(overrides: list[str], stage: str = "finetune"):
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(stage, overrides=overrides)
+
+
 def run_folder(overrides: list[str], name: str) -> Path:
     """The run folder Hydra will use (runs/<data>/<backbone>/<name>), from the composed config."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[*overrides, f"name={name}"])
+    cfg = compose_stage([*overrides, f"name={name}"], "pretrain")
     return ROOT / "runs" / str(cfg.data.name) / str(OmegaConf.select(cfg, "backbone.name")) / name
+
+
+def training_config(cfg) -> dict:
+    """The sections of a resolved config that decide the trained model (the same for both
+    training stages: `model` holds both schedules)."""
+    from omegaconf import DictConfig, OmegaConf
+    if isinstance(cfg, dict):
+        return {k: cfg.get(k) for k in TRAINING_SECTIONS}
+    out = {}
+    for k in TRAINING_SECTIONS:     # resolved one section at a time: logger/run paths need Hydra's runtime
+        v = cfg.get(k)
+        out[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+    return out
+
+
+def expected_config(overrides: list[str], seed: int) -> dict:
+    """What `cllm4rec.finetune` would be trained with today for these overrides and seed."""
+    return training_config(compose_stage([*training_overrides(overrides), f"seed={seed}"]))
+
+
+def folder_config(folder: Path) -> dict | None:
+    """The training config a run folder's fine-tuning was run with (None: no such run)."""
+    import yaml
+    path = folder / "config-finetune.yaml"
+    return training_config(yaml.safe_load(path.read_text())) if path.exists() else None
+
+
+def finished(folder: Path, overrides: list[str], seed: int) -> bool:
+    """The run folder holds an evaluated run trained with the config these overrides compose now."""
+    return (folder / "evaluation.json").exists() and folder_config(folder) == expected_config(overrides, seed)
+
+
+def commit() -> str | None:
+    """HEAD of the checkout the numbers came from, '+dirty' when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def training_overrides(overrides: list[str]) -> list[str]:
@@ -53,7 +105,7 @@ def training_overrides(overrides: list[str]) -> list[str]:
 
 
 def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
-    """Seeds of an existing results file trained with the same overrides, by seed."""
+    """Seeds of an existing results file trained with the config these overrides compose now."""
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
@@ -62,15 +114,18 @@ def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
         r.setdefault("overrides", old.get("overrides", []))    # files written before runs kept their own
         r.setdefault("date", old.get("date"))
         r.setdefault("machine", old.get("machine"))
-        if training_overrides(r["overrides"]) == training_overrides(overrides):
+        if r.get("config") is not None and r["config"] == expected_config(overrides, r["seed"]):
             runs[r["seed"]] = r
+        else:
+            print(f"{path.name} seed {r['seed']}: trained with another config (or none stored): not reused",
+                  flush=True)
     return runs
 
 
 def one_seed(args, seed: int, folder: Path) -> dict:
     name = f"q_{args.name}_s{seed}"
     common = training_overrides(args.overrides)
-    if args.rerun or not (folder / "evaluation.json").exists():
+    if args.rerun or not finished(folder, args.overrides, seed):
         for stage in STAGES:
             extra = args.overrides if stage == "evaluate" else common
             cmd = [sys.executable, "-m", f"cllm4rec.{stage}", *extra, f"seed={seed}", f"name={name}",
@@ -83,6 +138,7 @@ def one_seed(args, seed: int, folder: Path) -> dict:
     fit = {s: json.loads((folder / s / "metrics.json").read_text()).get("fit_seconds") for s in STAGES[:2]}
     hist = json.loads((folder / "finetune" / "history.json").read_text())
     return {"seed": seed, "date": now(), "machine": machine(), "overrides": args.overrides,
+            "config": folder_config(folder), "commit": commit(),
             "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
             "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "val_recall@20",
                                                     "val_recall@40", "val_ndcg@100") if k in e} for e in hist],
@@ -114,11 +170,11 @@ def main() -> None:
     before = {} if args.rerun else earlier_runs(path, args.overrides)
     folders = {s: run_folder(training_overrides(args.overrides), f"q_{args.name}_s{s}") for s in args.seeds}
     # a run folder on this machine wins over the file's copy of the same seed
-    reused = [s for s in args.seeds if s in before and not (folders[s] / "evaluation.json").exists()]
+    reused = [s for s in args.seeds if s in before and not finished(folders[s], args.overrides, s)]
     if reused:
         print(f"reusing seeds {reused} from {path.name} (same training overrides)", flush=True)
     runs = [before[s] if s in reused else one_seed(args, s, folders[s]) for s in args.seeds]
-    out = {"benchmark": "quality", "name": args.name, "date": now(), "machine": machine(), "load": load(),
+    out = {"benchmark": "quality", "name": args.name, "date": now(), "commit": commit(), "machine": machine(), "load": load(),
            "overrides": args.overrides, "seeds": args.seeds,
            "protocol": runs[0]["split"], "data": runs[0]["data"], "backbone": runs[0]["backbone"],
            "summary": summary(runs, "retrieval"), "summary_sampled": summary(runs, "ranking_sampled"),
