@@ -58,6 +58,19 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def producer(name: str, rep: dict) -> str:
+    """The command that wrote a results file, rebuilt from what the file records."""
+    if rep.get("command"):
+        cmd = rep["command"]
+        return cmd if cmd.startswith(".venv/") else ".venv/bin/" + cmd
+    if name.startswith("quality_"):
+        seeds = " ".join(str(s) for s in rep.get("seeds", []))
+        overrides = " ".join(rep.get("overrides", []))
+        return (f".venv/bin/python benchmarks/quality.py --name {rep.get('name', name[len('quality_'):])}"
+                f" --seeds {seeds}" + (f" -- {overrides}" if overrides else ""))
+    return f".venv/bin/python benchmarks/{SCRIPTS.get(name, name + '.py')}"
+
+
 def header(name: str, rep: dict, path: Path) -> str:
     m = rep.get("machine")
     if isinstance(m, dict):
@@ -76,8 +89,7 @@ def header(name: str, rep: dict, path: Path) -> str:
     if rep.get("wall_s") is not None:
         bits.append(f"Run time {fmt(rep['wall_s'])} s.")
     title = rep.get("benchmark", name)
-    script = SCRIPTS.get(name)
-    how = f"`.venv/bin/python benchmarks/{script}`" if script else "its producer (not a script of this folder)"
+    how = f"`{producer(name, rep)}`"
     return f"## {name}: {title}\n\n`results/{path.name}`, written by {how}. " + " ".join(bits) + "\n"
 
 
