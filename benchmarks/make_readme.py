@@ -90,6 +90,8 @@ def header(name: str, rep: dict, path: Path) -> str:
         bits.append(f"Run time {fmt(rep['wall_s'])} s.")
     title = rep.get("benchmark", name)
     how = f"`{producer(name, rep)}`"
+    if rep.get("note"):
+        bits.append(f"Note: {rep['note']}")
     return f"## {name}: {title}\n\n`results/{path.name}`, written by {how}. " + " ".join(bits) + "\n"
 
 
