@@ -27,8 +27,9 @@ Document kinds (`KINDS`; code = position in the tuple; head = which softmax scor
                             the label is scored by the vocabulary head restricted to the tokens
                             of the rating levels (`RatingScale`), at the prompt's last token
     finetune          none  `<user_i> has interacted with <unmasked, shuffled>, <user_i> will
-                            interact with`; targets = masked items (or all: `finetune_target`;
-                            or `next`: a random time-ordered prefix -> the one item after it)
+                            interact with`; targets = every training item (`finetune_target`:
+                            all, the default), the masked ones only (masked, the paper), or the
+                            item right after a random time-ordered prefix (next)
     eval              none  the same prompt from ALL training items (+ validation items for the
                             test part when `eval_test_includes_valid`), deterministic order
 
@@ -163,9 +164,11 @@ class CorpusConfig:
     history_template: str = _help("A user has interacted with {titles} and will interact with",
                                   "Prompt; {titles} = the quoted titles, each followed by a comma")
     # ---- recommendation-oriented fine-tuning and evaluation
-    finetune_mask_ratio: float = _help(0.2, "p_m: fraction of training items masked (rule in the docstring)")
-    finetune_target: str = _help("masked", "masked: the held-out items (the paper); all: every training "
-                                 "item (the authors' code); next: a random time-ordered prefix -> the item "
+    finetune_mask_ratio: float = _help(0.5, "p_m: fraction of training items masked from the prompt (rule in "
+                                       "the docstring); the paper: 0.2")
+    finetune_target: str = _help("all", "all: every training item, visible or masked (the authors' code; a "
+                                 "denoising autoencoder's target, as in Multi-DAE/VAE); masked: the held-out "
+                                 "items only (the paper); next: a random time-ordered prefix -> the item "
                                  "right after it (sequential mode, needs item_order=time)")
     finetune_template: str = _help("{user} has interacted with {items}, {user} will interact with",
                                    "Fine-tuning and evaluation prompt; slot {items} required")

@@ -263,7 +263,7 @@ def _mask_rule_ok(m, n, p):
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_finetune_mask_ratio_and_partition(ml100k, tok, p):
-    b = make(ml100k, tok, finetune_mask_ratio=p)
+    b = make(ml100k, tok, finetune_mask_ratio=p, finetune_target="masked")
     docs = b.epoch("finetune", rng())
     hist = ml100k.histories("train")
     n = np.array([len(hist[u]) for u in docs.user])
@@ -281,7 +281,8 @@ def test_finetune_masks_redrawn_and_reproducible(ml):
     a, b, a2 = ml.epoch("finetune", rng(5)), ml.epoch("finetune", rng(6)), ml.epoch("finetune", rng(5))
     np.testing.assert_array_equal(a.target_items, a2.target_items)
     np.testing.assert_array_equal(a.tokens, a2.tokens)
-    same = sum(set(a.targets(d)) == set(b.targets(d)) for d in range(len(a)))
+    # the default target is every training item; the mask shows in which items the prompt keeps
+    same = sum(set(items_of(ml, a.prompt(d))) == set(items_of(ml, b.prompt(d))) for d in range(len(a)))
     assert same < 0.05 * len(a)
 
 
@@ -296,11 +297,11 @@ def test_finetune_target_all(ml100k, tok):
 
 def test_finetune_small_histories_beauty(beauty, tok):
     """Beauty users have 3+ training items: exactly the rule's count, one visible at least."""
-    b = make(beauty, tok)
+    b = make(beauty, tok, finetune_target="masked")
     docs = b.epoch("finetune", rng())
     n = b.train_count[docs.user]
     m = np.diff(docs.target_offsets)
-    assert _mask_rule_ok(m, n, 0.2)
+    assert _mask_rule_ok(m, n, b.cfg.finetune_mask_ratio)
     assert (n - m >= 1).all()
     shown = np.array([len(items_of(b, docs.prompt(d))) for d in range(0, len(docs), 97)])
     np.testing.assert_array_equal(shown, (n - m)[::97])
@@ -461,7 +462,7 @@ def test_eval_time_order(ml100k, tok):
 
 
 def test_sequential_mode_masks_most_recent(beauty, tok):
-    b = make(beauty, tok, item_order="time")
+    b = make(beauty, tok, item_order="time", finetune_target="masked")
     docs = b.epoch("finetune", rng())
     hist = beauty.histories("train")
     for d in range(0, len(docs), 101):
@@ -655,7 +656,7 @@ def test_users_with_one_or_two_training_items(tok):
     ds = Dataset.from_raw("tiny", users, items, item_text={k: {"title": k.upper()} for k in "wxyz"})
     split = np.array([TRAIN, TRAIN, TRAIN, TRAIN, TRAIN, TEST, TEST], np.int8)    # d: test only
     ds = dataclasses.replace(ds, split=split)
-    b = make(ds, tok, mim=True, bpr=True, history=True)
+    b = make(ds, tok, mim=True, bpr=True, history=True, finetune_target="masked")
     v = b.vocab
     ft = b.epoch("finetune", rng())
     assert ft.user.tolist() == [0, 1, 2]
