@@ -585,8 +585,27 @@ def test_hydra_group_composes(name, order):
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "corpus"), version_base="1.3"):
         cfg = CorpusConfig.from_mapping(OmegaConf.to_container(compose(config_name=name)))
     assert cfg.item_order == cfg.eval_order == order
-    assert dataclasses.replace(cfg, item_order="shuffle", eval_order="shuffle", eval_test_includes_valid=False) \
-        == CorpusConfig()
+    seq = dict(item_order="shuffle", eval_order="shuffle", eval_test_includes_valid=False,
+               finetune_template=CorpusConfig().finetune_template)
+    assert dataclasses.replace(cfg, **seq) == CorpusConfig()
+
+
+def test_sequential_readout_at_the_most_recent_item(beauty, tok):
+    """corpus=sequential ends the prompt with the history: the item head reads the hidden state at
+    the most recent item (validation item included for the test part), a user without items at 'with'."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "corpus"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="sequential"))
+    b = make(beauty, tok, **cfg)
+    for part, parts in (("valid", ("train",)), ("test", ("train", "valid"))):
+        docs = b.eval_prompts(part)
+        hist = beauty.histories(*parts)
+        for u in range(0, beauty.n_users, 211):
+            assert docs.prompt(u)[-1] == b.vocab.item(hist[u][-1])
+    ft = b.epoch("finetune", rng())
+    last = np.array([ft.prompt(d)[-1] for d in range(len(ft))])
+    assert (last >= b.vocab.item_offset).all()     # every fine-tuning prompt ends at an item
 
 
 @pytest.mark.parametrize("bad,match", [
