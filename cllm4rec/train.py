@@ -47,8 +47,8 @@ class PretrainConfig:
 @dataclass
 class FinetuneConfig:
     lr: float = _f(1e-4, "Adam learning rate of the ID tables")
-    epochs: int = _f(3, "Maximum fine-tuning epochs")
-    batch_size: int = _f(64, "Prompts per batch at most")
+    epochs: int = _f(10, "Maximum fine-tuning epochs")
+    batch_size: int = _f(4, "Prompts per batch at most")
     max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
     content_alongside: bool = _f(False, "C-step batches with MR toward the fine-tuned embeddings")
     patience: int = _f(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
