@@ -36,7 +36,7 @@ from .recommend import load_trained
 from .runs import Run
 from .train import checked_model_config, results_table
 
-RETRIEVAL_KS = (10, 20, 40, 100)
+RETRIEVAL_KS = (5, 10, 20, 40, 100)   # 5 and 10: the leave-one-out rows of method.md
 
 
 def one_heldout_per_user(target: sp.csr_matrix, seed: int) -> sp.csr_matrix:
@@ -86,7 +86,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
             sampled[name] = recorder.sampled(cfg.sampled.ks)
         print(f"{name}: recall@20 {rows[name]['recall@20']:.4f}", file=sys.stderr)
 
-    keys = ["recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10"]
+    keys = (["hr@5", "hr@10", "ndcg@5", "ndcg@10", "recall@20"] if rcfg.data.split.protocol == "loo"
+            else ["recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10"])
     skeys = [f"sampled_{m_}@{k}" for m_ in ("hr", "ndcg") for k in cfg.sampled.ks]
     table = (f"Retrieval: full ranking of the test part ({ds.name}, {rcfg.data.split.protocol} split, "
              f"{rows['CLLM4Rec']['n_users_evaluated']} users)\n\n" + results_table(rows, keys)
