@@ -126,10 +126,14 @@ def render_throughput(rep: dict) -> str:
     if real:
         out.append("\n### Real ML-100K batches (CorpusData.epoch_batches; tokens/s counts non-pad tokens)\n")
         out.append(table(["backbone", "precision", "variant", "step", "batches", "real tokens", "padding",
-                          "s/step", "tokens/s", "MFU", "MFU (block peak)", "MFU incl. attention", "est. epoch (min)"],
+                          "s/step", "tokens/s", "MFU", "MFU (block peak)", "MFU incl. attention", "est. epoch (min)",
+                          "first step (s)"],
                          [[r["backbone"], r["precision"], r["variant"], r["step"], r["batches"], r["real_tokens"],
                            pct(r["padding_fraction"]), r["seconds_per_step"], r["tokens_per_s"], pct(r["mfu"]),
-                           pct(r.get("mfu_local")), pct(r.get("mfu_incl_attention")), r.get("estimated_epoch_minutes")] for r in real]))
+                           pct(r.get("mfu_local")), pct(r.get("mfu_incl_attention")), r.get("estimated_epoch_minutes"),
+                           (r.get("warmup_seconds") or [None])[0]] for r in real]))
+        out.append("\nFirst step: the first warm-up step of the block, outside the timed sample (for `compiled`, "
+                   "the compilation of that step kind's graphs; later kinds reuse the graphs).")
         out.append("")
     variants = list(dict.fromkeys(r["variant"] for r in real))
     if len(variants) > 1:
@@ -145,9 +149,13 @@ def render_throughput(rep: dict) -> str:
                 cells.append("" if r is None else f"{fmt(r['tokens_per_s'])} ({pct(r['mfu'])})")
             speed = [("" if by.get((*k, v)) is None or base is None else
                       f"x{by[(*k, v)]['tokens_per_s'] / base['tokens_per_s']:.2f}") for v in variants[1:]]
+            if "compiled" in variants and "current" in variants[1:]:
+                c, e = by.get((*k, "compiled")), by.get((*k, "current"))
+                speed.append("" if c is None or e is None else f"x{c['tokens_per_s'] / e['tokens_per_s']:.2f}")
             body.append([*k, *cells, *speed])
+        extra = ["compiled vs current"] if "compiled" in variants and "current" in variants[1:] else []
         out.append(table(["backbone", "precision", "step", *[f"{v} tok/s (MFU)" for v in variants],
-                          *[f"{v} vs {variants[0]}" for v in variants[1:]]], body))
+                          *[f"{v} vs {variants[0]}" for v in variants[1:]], *extra], body))
         out.append("")
     syn = [r for r in res if r.get("source") == "synthetic"]
     if syn:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--backbones tiny_gpt2 smollm2_135m]
         [--precisions fp32 bf16 bf16w] [--shapes 8x128 16x96 32x64] [--real-batches 4]
-        [--repeats 3] [--real-repeats 2] [--warmup 1] [--variants baseline current] [--no-profile]
+        [--repeats 3] [--real-repeats 2] [--warmup 1] [--variants baseline current compiled] [--no-profile]
 
 One step = exactly `CLLM4RecModule.training_step` (called directly, no Lightning Trainer: its
 `self.log` calls are no-ops without one) + `loss.backward()` + Adam on the ID tables
@@ -26,7 +26,9 @@ Batches, at ML-100K sizes (943 users, 1,682 items, the embedded dataset):
              real tokens of the sample / the median over repeats of its total time.
 Tokens/s counts real (non-pad) tokens. Variants (real batches): `baseline` = the model's
 embed/hidden as they were before the speed fixes (verbatim copies below), `current` = the code in
-cllm4rec/model.py; interleaved batch by batch, so both see the same machine load.
+cllm4rec/model.py, `compiled` = current with the backbone body torch.compile'd (`compile: true`; its
+compile time is the first warm-up step, `warmup_seconds`); interleaved batch by batch, so all see
+the same machine load.
 
 Model FLOPs of a step (written into the JSON as `flops_formula`):
   4 * P * real_tokens            frozen body: forward 2P + gradient to the activations 2P, where P =
@@ -116,6 +118,7 @@ VARIANTS = {
     "mask_kept": ({"hidden": _mask_kept_hidden}, None),    # ablation: mask skip off
     "where_embed": ({"embed": _baseline_embed}, None),     # ablation: the old embedding assembly
     "attn_eager": ({}, "eager"),                           # ablation: transformers' eager attention
+    "compiled": ({}, None),                                # current + model.compile_body() (config `compile`)
 }
 
 
@@ -129,6 +132,17 @@ def set_variant(model: CLLM4Rec, name: str) -> None:
     if not hasattr(model, "_loaded_attn"):
         model._loaded_attn = cfg._attn_implementation
     cfg._attn_implementation = attn or model._loaded_attn
+    # one compiled body per model, kept aside while other variants run (recompiling costs minutes)
+    compiled = model.__dict__.pop("compiled_body", None)
+    if compiled is None:
+        compiled = model.__dict__.get("_compiled_aside")
+    if compiled is not None:
+        model.__dict__["_compiled_aside"] = compiled
+    if name == "compiled":
+        if compiled is None:
+            model.compile_body()
+            compiled = model.__dict__["_compiled_aside"] = model.__dict__["compiled_body"]
+        model.__dict__["compiled_body"] = compiled
 
 
 # ---------------------------------------------------------------------- setup
@@ -284,11 +298,12 @@ def run_synthetic(b: Bench, args, peak: Peak, rows: list) -> None:
 def run_real(b: Bench, args, peak: Peak, rows: list, sample: dict, warm: dict, variants: list[str]) -> dict:
     """Interleaved: repeat -> batch -> variant. Returns per-variant per-step the per-batch medians."""
     times = {v: {s: [[] for _ in sample[s]] for s in sample} for v in variants}
-    for s in sample:   # warm-up: every variant once on a batch outside the sample (first calls allocate)
-        for j, v in enumerate(variants):
+    warmup_s = {v: {} for v in variants}
+    for s in sample:   # warm-up: every variant once on a batch outside the sample (first calls allocate,
+        for j, v in enumerate(variants):   # `compiled` compiles: its first warm-up is the compile time)
             set_variant(b.model, v)
-            for _ in range(args.warmup if j == 0 else min(args.warmup, 1)):
-                b.step(warm[s])
+            warmup_s[v][s] = [round(b.step(warm[s]), 2)
+                              for _ in range(max(1, args.warmup) if j == 0 or v == "compiled" else min(args.warmup, 1))]
     for _ in range(args.real_repeats):
         for s in sample:
             for i, batch in enumerate(sample[s]):
@@ -305,7 +320,8 @@ def run_real(b: Bench, args, peak: Peak, rows: list, sample: dict, warm: dict, v
                    **summarise(b, per, statistics.median(totals), peak, peak.last(b.dtype)),
                    "shapes": [list(x["input_ids"].shape) for x in sample[s]],
                    "per_batch_seconds": [round(statistics.median(t), 3) for t in times[v][s]],
-                   "total_seconds_per_repeat": [round(t, 3) for t in totals], "load": load()}
+                   "total_seconds_per_repeat": [round(t, 3) for t in totals], "warmup_seconds": warmup_s[v][s],
+                   "load": load()}
             rows.append(row)
             print(f"{b.name:13s} {b.precision:5s} real {v:9s} {s:3s} {row['tokens_per_s']:9.1f} tok/s "
                   f"MFU {row['mfu']:.3f} pad {row['padding_fraction']:.3f} ({row['seconds_per_step']:.2f} s/step)",
@@ -509,10 +525,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps before each measurement")
     ap.add_argument("--real-batches", type=int, default=4, help="sampled real batches per step kind")
     ap.add_argument("--real-repeats", type=int, default=2, help="passes over the real sample (median)")
-    ap.add_argument("--variants", nargs="+", default=["baseline", "current"],
-                    choices=["baseline", "current", "sdpa_bf16"],
+    ap.add_argument("--variants", nargs="+", default=["baseline", "current", "compiled"],
+                    choices=["baseline", "current", "compiled", "sdpa_bf16"],
                     help="real-batch variants, interleaved (sdpa_bf16 runs only under bf16 autocast; bf16w runs "
-                         "current only)")
+                         "current only; compiled = torch.compile'd backbone body, its compile time is the first "
+                         "warm-up step of each kind, `warmup_seconds`)")
     ap.add_argument("--synthetic-precisions", nargs="*", default=["fp32", "bf16"],
                     help="precisions that also run the synthetic shapes (real batches run every precision)")
     ap.add_argument("--tiny-scale", type=int, default=3, help="tiny_gpt2 steps are fast: x more real batches")
@@ -573,7 +590,7 @@ def main() -> None:
                 run_synthetic(b, args, peak, rows)
                 peak.measure(b.dtype, f"{name}/{precision} after synthetic")
             variants = [v for v in args.variants if v == "current" or precision == "bf16"
-                        or (v == "baseline" and precision == "fp32")]
+                        or (v in ("baseline", "compiled") and precision == "fp32")]
             run_real(b, args, peak, rows, sample, warm, variants)
             peak.measure(b.dtype, f"{name}/{precision} after real")
             if not args.no_profile and name == args.profile_backbone and precision == "bf16":
@@ -610,7 +627,9 @@ def main() -> None:
               "variants": {"baseline": "model.embed / model.hidden before the speed fixes (torch.where assembly of "
                                        "three [B, T, d] lookups; attention mask always passed; KV cache built)",
                            "current": "cllm4rec/model.py as run (attention in fp32 under CPU bf16 autocast)",
-                           "sdpa_bf16": "current with transformers' plain SDPA attention (bf16 under autocast)"},
+                           "sdpa_bf16": "current with transformers' plain SDPA attention (bf16 under autocast)",
+                           "compiled": "current with the backbone body torch.compile'd (dynamic shapes; "
+                                       "CLLM4Rec.compile_body, config `compile: true`); compile time in warmup_seconds"},
               "matmul_peak_gflops": {"fp32": _num(peak.best(torch.float32)), "bf16": _num(peak.best(torch.bfloat16)),
                                      "fp32_per_shape": peak.best_per_shape(torch.float32),
                                      "bf16_per_shape": peak.best_per_shape(torch.bfloat16),

@@ -105,9 +105,20 @@ class CLLM4Rec(nn.Module):
             # can go and SDPA runs its causal kernel (upper triangle skipped) instead of a dense
             # [B, 1, T, T] mask; outputs at real positions are unchanged (positions are 0..T-1 anyway)
             attention_mask = None
-        out = self.backbone.base_model(inputs_embeds=self.embed(ids, side), attention_mask=attention_mask,
-                                       use_cache=False)
+        body = self.__dict__.get("compiled_body", self.backbone.base_model)
+        out = body(inputs_embeds=self.embed(ids, side), attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state
+
+    def compile_body(self, enable: bool = True) -> "CLLM4Rec":
+        """torch.compile the frozen backbone body (dynamic shapes: one graph for every batch shape).
+        Kept out of the module tree (a plain attribute), so state dicts and checkpoints are unchanged.
+        On a 2-core CPU the first steps pay minutes of compilation; the fused element-wise ops and
+        casts and the lost Python overhead pay it back within an epoch (benchmarks/throughput.py)."""
+        if enable:
+            self.__dict__["compiled_body"] = torch.compile(self.backbone.base_model, dynamic=True)
+        else:
+            self.__dict__.pop("compiled_body", None)
+        return self
 
     def item_logits(self, h: torch.Tensor, side: str = "collaborative") -> torch.Tensor:
         """[..., d] -> [..., J]: the item head, tied to the side's item embeddings.

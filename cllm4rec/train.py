@@ -161,6 +161,8 @@ def train(cfg: DictConfig) -> dict:
             raise ValueError(f"pretrained embeddings in {source.root} are for {meta.get('n_users')} users / "
                              f"{meta.get('n_items')} items, this dataset has {ds.n_users} / {ds.n_items}")
         model.load_id_embeddings(tables)
+    if cfg.get("compile"):
+        model.compile_body()
     run.write_config(stage, OmegaConf.to_yaml(cfg, resolve=True), {**manifest, "seed": cfg.seed})
 
     schedule = Schedule(stage=stage, content_warmup_epochs=m.pretrain.content_warmup_epochs,

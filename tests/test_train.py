@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
@@ -47,6 +48,24 @@ def test_fast_dev_run_both_stages(tmp_path, shared_data):
     assert saved["test"]["recall@20"] == pytest.approx(fin["test"]["recall@20"])
     manifest = json.loads((run / "manifest-finetune.json").read_text())
     assert manifest["inputs"][0]["sha256"] and manifest["versions_run"]["torch"]
+
+
+@pytest.mark.slow
+def test_compiled_backbone_trains_the_same_embeddings(tmp_path, shared_data):
+    """`compile=true`: the same trained tables and metrics as eager (fp32), checkpoints unchanged."""
+    from safetensors.torch import load_file
+    runs = {}
+    for flag in ("false", "true"):
+        res = train(cfg_for("pretrain", tmp_path / flag, "trainer.fast_dev_run=true", "trainer.precision=32",
+                            f"compile={flag}"))
+        runs[flag] = (res, load_file(tmp_path / flag / "run" / "pretrain" / "embeddings.safetensors"))
+    (eager, t_eager), (compiled, t_compiled) = runs["false"], runs["true"]
+    assert t_eager.keys() == t_compiled.keys()
+    for k in t_eager:
+        torch.testing.assert_close(t_compiled[k], t_eager[k], rtol=1e-4, atol=1e-6)
+    assert compiled["test"]["recall@20"] == pytest.approx(eager["test"]["recall@20"], abs=1e-3)
+    ckpt = torch.load(tmp_path / "true" / "run" / "pretrain" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any("compiled" in k or "_orig_mod" in k for k in ckpt["state_dict"])
 
 
 def test_finetune_history_has_the_popularity_reference(tmp_path, shared_data):
