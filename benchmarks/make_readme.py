@@ -141,6 +141,7 @@ def render_throughput(rep: dict) -> str:
         keys = list(dict.fromkeys((r["backbone"], r["precision"], r["step"]) for r in real))
         by = {(r["backbone"], r["precision"], r["step"], r["variant"]): r for r in real}
         body = []
+        vs_current = "compiled" in variants and "current" in variants[1:]
         for k in keys:
             base = by.get((*k, "baseline")) or by.get((*k, "current"))
             cells = []
@@ -149,13 +150,13 @@ def render_throughput(rep: dict) -> str:
                 cells.append("" if r is None else f"{fmt(r['tokens_per_s'])} ({pct(r['mfu'])})")
             speed = [("" if by.get((*k, v)) is None or base is None else
                       f"x{by[(*k, v)]['tokens_per_s'] / base['tokens_per_s']:.2f}") for v in variants[1:]]
-            if "compiled" in variants and "current" in variants[1:]:
+            if vs_current:
                 c, e = by.get((*k, "compiled")), by.get((*k, "current"))
                 speed.append("" if c is None or e is None else f"x{c['tokens_per_s'] / e['tokens_per_s']:.2f}")
             body.append([*k, *cells, *speed])
-        extra = ["compiled vs current"] if "compiled" in variants and "current" in variants[1:] else []
         out.append(table(["backbone", "precision", "step", *[f"{v} tok/s (MFU)" for v in variants],
-                          *[f"{v} vs {variants[0]}" for v in variants[1:]], *extra], body))
+                          *[f"{v} vs {variants[0]}" for v in variants[1:]], *["compiled vs current"] * vs_current],
+                         body))
         out.append("")
     syn = [r for r in res if r.get("source") == "synthetic"]
     if syn:

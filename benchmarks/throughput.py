@@ -132,17 +132,11 @@ def set_variant(model: CLLM4Rec, name: str) -> None:
     if not hasattr(model, "_loaded_attn"):
         model._loaded_attn = cfg._attn_implementation
     cfg._attn_implementation = attn or model._loaded_attn
-    # one compiled body per model, kept aside while other variants run (recompiling costs minutes)
-    compiled = model.__dict__.pop("compiled_body", None)
-    if compiled is None:
-        compiled = model.__dict__.get("_compiled_aside")
-    if compiled is not None:
-        model.__dict__["_compiled_aside"] = compiled
-    if name == "compiled":
-        if compiled is None:
-            model.compile_body()
-            compiled = model.__dict__["_compiled_aside"] = model.__dict__["compiled_body"]
-        model.__dict__["compiled_body"] = compiled
+    model.compile_body(False)
+    if name == "compiled":   # one compiled body per model, kept aside between uses (recompiling costs minutes)
+        if "_compiled_aside" not in model.__dict__:
+            model.__dict__["_compiled_aside"] = model.compile_body().__dict__["compiled_body"]
+        model.__dict__["compiled_body"] = model.__dict__["_compiled_aside"]
 
 
 # ---------------------------------------------------------------------- setup
