@@ -8,7 +8,7 @@
 
 Per seed: the real entry points as a user runs them (`python -m cllm4rec.pretrain`, `finetune`,
 `evaluate`, each a subprocess with the overrides after `--`, plus `seed=S name=q_<name>_s<S>
-logger=none`), so the numbers come from the committed configs and code. The split does not
+logger=none`; pretraining only where fine-tuning starts from it), so the numbers come from the committed configs and code. The split does not
 depend on the training seed (data.split.seed), so seeds vary the training only; the baselines
 of `cllm4rec.evaluate` (conf/evaluate.yaml: Pop, EASE, Multi-VAE; extra ones with
 `+baseline@baselines.sasrec=sasrec` among the overrides) are fitted on the same split in the
@@ -127,8 +127,10 @@ def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
 def one_seed(args, seed: int, folder: Path) -> dict:
     name = f"q_{args.name}_s{seed}"
     common = training_overrides(args.overrides)
+    # fine-tuning from random rows (model.finetune.from_pretrained=false) does not read pretraining
+    stages = STAGES if compose_stage(common).model.finetune.from_pretrained else STAGES[1:]
     if args.rerun or not finished(folder, args.overrides, seed):
-        for stage in STAGES:
+        for stage in stages:
             extra = args.overrides if stage == "evaluate" else common
             cmd = [sys.executable, "-m", f"cllm4rec.{stage}", *extra, f"seed={seed}", f"name={name}",
                    "logger=none"] + (["plot=false"] if stage == "evaluate" else [])
@@ -137,12 +139,12 @@ def one_seed(args, seed: int, folder: Path) -> dict:
             subprocess.run(cmd, cwd=ROOT, check=True)
             print(f"  {stage}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     ev = json.loads((folder / "evaluation.json").read_text())
-    fit = {s: json.loads((folder / s / "metrics.json").read_text()).get("fit_seconds") for s in STAGES[:2]}
+    fit = {s: json.loads((folder / s / "metrics.json").read_text()).get("fit_seconds") for s in stages[:-1]}
     hist = json.loads((folder / "finetune" / "history.json").read_text())
     return {"seed": seed, "date": now(), "machine": machine(), "overrides": args.overrides,
             "config": folder_config(folder), "commit": commit(),
             "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
-            "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "val_recall@20",
+            "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "loss_seq", "val_recall@20",
                                                     "val_recall@40", "val_ndcg@100") if k in e} for e in hist],
             "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),
             "split": ev["split"], "data": ev["data"], "backbone": ev["backbone"]}

@@ -29,7 +29,9 @@ Document kinds (`KINDS`; code = position in the tuple; head = which softmax scor
     finetune          none  `<user_i> has interacted with <unmasked, shuffled>, <user_i> will
                             interact with`; targets = every training item (`finetune_target`:
                             all, the default), the masked ones only (masked, the paper), or the
-                            item right after a random time-ordered prefix (next)
+                            item right after a random time-ordered prefix (next); sequence: the
+                            prompt up to {items} -> every training item in time order as main
+                            text (no targets: the item head's next-item loss at every item)
     eval              none  the same prompt from ALL training items (+ validation items for the
                             test part when `eval_test_includes_valid`), deterministic order
 
@@ -169,7 +171,9 @@ class CorpusConfig:
     finetune_target: str = _help("all", "all: every training item, visible or masked (the authors' code; a "
                                  "denoising autoencoder's target, as in Multi-DAE/VAE); masked: the held-out "
                                  "items only (the paper); next: a random time-ordered prefix -> the item "
-                                 "right after it (sequential mode, needs item_order=time)")
+                                 "right after it; sequence: the whole time-ordered history as the main text, "
+                                 "the item head scores every next item in one pass (SASRec's shape; next and "
+                                 "sequence need item_order=time, sequence a template ending in {items})")
     finetune_template: str = _help("{user} has interacted with {items}, {user} will interact with",
                                    "Fine-tuning and evaluation prompt; slot {items} required")
     eval_order: str = _help("shuffle", "shuffle: one fixed seeded permutation per user; time: time order")
@@ -185,10 +189,14 @@ class CorpusConfig:
             p = getattr(self, name)
             if not 0.0 < p < 1.0:
                 raise ValueError(f"corpus.{name} must be in (0, 1), got {p}")
-        if self.finetune_target == "next" and self.item_order != "time":
-            raise ValueError("corpus.finetune_target=next predicts the item after a time-ordered prefix: "
-                             "set corpus.item_order=time (corpus=sequential)")
-        choices = {"finetune_target": ("masked", "all", "next"), "item_order": ("shuffle", "time"),
+        if self.finetune_target in ("next", "sequence") and self.item_order != "time":
+            raise ValueError(f"corpus.finetune_target={self.finetune_target} predicts the item after a time-ordered "
+                             "prefix: set corpus.item_order=time (corpus=sequential)")
+        if self.finetune_target == "sequence" and not self.finetune_template.rstrip().endswith("{items}"):
+            raise ValueError(f"corpus.finetune_target=sequence scores the items as the main text, so "
+                             f"corpus.finetune_template must end with {{items}}, got {self.finetune_template!r} "
+                             "(corpus=sequential has one)")
+        choices = {"finetune_target": ("masked", "all", "next", "sequence"), "item_order": ("shuffle", "time"),
                    "eval_order": ("shuffle", "time"), "user_text_mode": ("profile", "per_field")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -593,15 +601,15 @@ class CorpusBuilder:
                              "(evaluation prompts: eval_prompts)")
         return builders[kind](rng)
 
-    def mixture(self, head: str, rng: np.random.Generator) -> Documents:
+    def mixture(self, head: str, rng: np.random.Generator, exclude: Sequence[str] = ()) -> Documents:
         """The enabled kinds scored by `head` ('item': the L-step's documents; 'word': the
         C-step's; 'rating': fine-tuning's rating documents), each repeated by its weight:
-        floor(w) fresh epochs + a random fraction."""
+        floor(w) fresh epochs + a random fraction; kinds in `exclude` left out."""
         if head not in ("item", "word", "rating"):
             raise ValueError(f"head must be 'item', 'word' or 'rating', got {head!r}")
         parts = []
         for kind in KINDS:
-            if HEAD[kind] != head or not getattr(self.cfg, kind):
+            if HEAD[kind] != head or not getattr(self.cfg, kind) or kind in exclude:
                 continue
             w = getattr(self.cfg, f"{kind}_weight")
             for _ in range(int(w)):
@@ -721,6 +729,16 @@ class CorpusBuilder:
     def _finetune(self, rng) -> Documents:
         c = self.cfg
         order, rank = self._permute(rng)
+        if c.finetune_target == "sequence":
+            # the most recent max_main_tokens items, in time order, after the prompt
+            keep = self._keep_room(np.ones(len(order), bool), c.max_main_tokens, self.train_user, self.train_ptr,
+                                   from_end=True)
+            users = np.flatnonzero(self.train_count > 0)
+            n = np.minimum(self.train_count, c.max_main_tokens)[users]
+            segs = self.t_finetune.segments({"user": self.vocab.user(users),
+                                             "items": (self.vocab.item(self.train_item[order][keep]), n)})
+            tokens, offsets, plen = _assemble(len(users), segs, len(segs) - 1)
+            return self._docs("finetune", tokens, offsets, plen, users)
         if c.finetune_target == "next":
             # a prefix of 1..n-1 items, uniformly, and the one item after it (time order)
             n = self.train_count

@@ -11,8 +11,9 @@
            rating:        the vocabulary head restricted to the K rating-level tokens, at the
                           prompt's last token; prediction = expected level value
 
-Only the four ID tables train; the backbone's weights never receive gradients. No Lightning or
-Hydra here, so trained embeddings load with plain torch (see `CLLM4Rec.id_embeddings`).
+As published only the four ID tables train and the backbone is frozen; `backbone_tuning` (tuning.py)
+adds LoRA adapters or trains every backbone weight. No Lightning or Hydra here, so trained
+embeddings load with plain torch (see `CLLM4Rec.id_embeddings`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .tuning import LoraSettings, prepare_backbone
 from .vocab import Vocab
 
 SIDES = ("collaborative", "content")
@@ -27,7 +29,9 @@ SIDES = ("collaborative", "content")
 
 class CLLM4Rec(nn.Module):
     def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = 0.02,
-                 item_prior: torch.Tensor | None = None, id_input_scale: float = 1.0):
+                 item_prior: torch.Tensor | None = None, id_input_scale: float = 1.0,
+                 backbone_tuning: str = "frozen", lora: LoraSettings | None = None,
+                 backbone_dropout: float | None = None):
         """item_prior: optional [J] training item counts. Given, the collaborative item head
         gets a trainable bias initialised to the smoothed log item frequency, so its softmax
         starts at the popularity distribution instead of uniform and the tied embeddings
@@ -38,12 +42,15 @@ class CLLM4Rec(nn.Module):
         in the tied item head (1: the paper, one vector in and out). The two ends want different
         scales: the head's logits are h . e_j with large h, so rows must start small (init_std),
         but rows far smaller than the word embeddings are nearly invisible to the backbone, whose
-        hidden state then barely depends on the user (`auto_id_input_scale`)."""
+        hidden state then barely depends on the user (`auto_id_input_scale`).
+
+        backbone_tuning: frozen (the paper), lora or full (tuning.py); the backbone is prepared in
+        place, so pass a backbone no other model has prepared."""
         super().__init__()
-        self.backbone = backbone
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone.eval()
+        self.backbone = prepare_backbone(backbone, backbone_tuning, lora, backbone_dropout)
+        self.backbone_tuning = backbone_tuning
+        # Lightning keeps each module's mode as it finds it: a tuned backbone trains with dropout
+        self.backbone.train(backbone_tuning != "frozen")
         self.vocab = vocab
         words = backbone.get_input_embeddings()
         if words.num_embeddings != vocab.n_vocab:
@@ -77,7 +84,8 @@ class CLLM4Rec(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.backbone.eval()  # frozen: no dropout, whatever the caller asks
+        if self.backbone_tuning == "frozen":
+            self.backbone.eval()  # frozen: no dropout, whatever the caller asks
         return self
 
     # ------------------------------------------------------------------ forward pieces
@@ -140,19 +148,37 @@ class CLLM4Rec(nn.Module):
 
     # ------------------------------------------------------------------ losses
     def lm_loss(self, ids: torch.Tensor, attention_mask: torch.Tensor, main_mask: torch.Tensor,
-                side: str) -> torch.Tensor:
+                side: str, exclude_seen: bool = False) -> torch.Tensor:
         """Mean next-token loss over every main-text token, the first one included.
 
         The logit at position t predicts token t+1, so label positions are main_mask[:, 1:]
         and the predicting hidden states sit one position earlier. Heads run only there.
+        exclude_seen (item head only): items already in the main text up to t are out of the
+        softmax at t (the target itself stays), as the ranking leaves out a user's seen items.
         """
         h = self.hidden(ids, attention_mask, side)           # [B, T, d]
         labels_at = main_mask[:, 1:]                          # [B, T-1]
         h = h[:, :-1][labels_at]                              # [M, d]
         labels = ids[:, 1:][labels_at]                        # [M]
         if side == "collaborative":
-            return F.cross_entropy(self.item_logits(h, side).float(), labels - self.vocab.item_offset)
+            logits = self.item_logits(h, side).float()        # [M, J]
+            labels = labels - self.vocab.item_offset
+            if exclude_seen:
+                logits = self._without_seen(logits, labels, ids, main_mask, labels_at)
+            return F.cross_entropy(logits, labels)
         return F.cross_entropy(self.word_logits(h).float(), labels)
+
+    def _without_seen(self, logits, labels, ids, main_mask, labels_at) -> torch.Tensor:
+        """[M, J] logits with -inf at each predicting position's earlier main-text items."""
+        T = ids.shape[1]
+        pos = torch.arange(T, device=ids.device)
+        # [B, T-1, T]: predicting position t (label at t+1) has seen main item q when q <= t
+        seen = labels_at[:, :, None] & main_mask[:, None, :] & (pos[None, :T - 1, None] >= pos[None, None, :])
+        row = (labels_at.flatten().cumsum(0) - 1).view(labels_at.shape)   # [B, T-1] -> row of logits
+        b, t, q = seen.nonzero(as_tuple=True)
+        r, item = row[b, t], ids[b, q] - self.vocab.item_offset
+        keep = item != labels[r]
+        return logits.index_put((r[keep], item[keep]), torch.tensor(float("-inf"), device=logits.device))
 
     def recommend_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor,
                          last_index: torch.Tensor, side: str = "collaborative") -> torch.Tensor:

@@ -8,7 +8,10 @@ fine-tuning"); `Schedule` says which step each epoch runs:
                       over the item-head documents: collaborative, MIM, BPR, history
     C-step            content LM loss + lambda_mr * MR(content -> collaborative)
     fine-tuning       multinomial NLL of the masked items at the prompt's last token
-                      (+ lambda_mr * MR toward the content side), with C-step batches alongside
+                      (+ lambda_mr * MR toward the content side); with corpus.finetune_target=
+                      sequence instead ('seq') the item head's next-item loss at every item of the
+                      time-ordered history; optionally the L-step's auxiliary documents (MIM, BPR,
+                      history: 'aux') and C-step batches alongside
                       so the content LM follows the fine-tuned embeddings, and rating batches
                       (cross-entropy over the rating levels' tokens) when corpus.rating is on
 
@@ -38,10 +41,13 @@ class Schedule:
     content_warmup_epochs: int = 1      # pretrain: content-only epochs first
     finetune_content: bool = True       # finetune: C-step batches alongside
     finetune_rating: bool = False       # finetune: rating batches alongside
+    finetune_sequence: bool = False     # finetune: next-item loss at every item ('seq', not 'rec')
+    finetune_auxiliary: bool = False    # finetune: MIM/BPR/history documents alongside ('aux')
 
     def steps(self, epoch: int) -> list[str]:
         if self.stage == "finetune":
-            return ["rec"] + ["rating"] * self.finetune_rating + ["C"] * self.finetune_content
+            return (["seq" if self.finetune_sequence else "rec"] + ["aux"] * self.finetune_auxiliary
+                    + ["rating"] * self.finetune_rating + ["C"] * self.finetune_content)
         if epoch < self.content_warmup_epochs:
             return ["warmup"]
         return ["L"] if (epoch - self.content_warmup_epochs) % 2 == 0 else ["C"]
@@ -86,9 +92,11 @@ class CorpusData(pl.LightningDataModule):
         b = self.builder
         if step == "L":
             return b.mixture("item", rng)
+        if step == "aux":
+            return b.mixture("item", rng, exclude=("collaborative",))
         if step in ("C", "warmup"):
             return b.mixture("word", rng)
-        if step == "rec":
+        if step in ("rec", "seq"):
             return b.epoch("finetune", rng)
         if step == "rating":
             return b.mixture("rating", rng)
@@ -130,13 +138,17 @@ class CorpusData(pl.LightningDataModule):
 class CLLM4RecModule(pl.LightningModule):
     def __init__(self, model: CLLM4Rec, builder: CorpusBuilder, schedule: Schedule, *, lr: float = 1e-3,
                  lambda_mr: float = 1.0, mr_reduction: str = "sum", eval_batch_size: int = 64,
-                 eval_max_tokens: int = 8192, max_eval_bytes: int = 256 << 20, pad_id: int = 0):
+                 eval_max_tokens: int = 8192, max_eval_bytes: int = 256 << 20, pad_id: int = 0,
+                 backbone_lr: float | None = None, weight_decay: float = 0.0, lr_schedule: str = "constant",
+                 warmup_ratio: float = 0.0, exclude_seen: bool = False):
         super().__init__()
         self.model, self.builder, self.schedule = model, builder, schedule
         self.lr, self.lambda_mr, self.mr_reduction = lr, lambda_mr, mr_reduction
+        self.backbone_lr, self.weight_decay = backbone_lr, weight_decay
+        self.lr_schedule, self.warmup_ratio, self.exclude_seen = lr_schedule, warmup_ratio, exclude_seen
         self.eval_batch_size, self.eval_max_tokens = eval_batch_size, eval_max_tokens
         self.max_eval_bytes, self.pad_id = max_eval_bytes, pad_id
-        self.strict_loading = False   # checkpoints leave out the frozen backbone
+        self.strict_loading = False   # checkpoints leave out the frozen backbone weights
         self._eval_docs: dict[str, Documents] = {}
         # per-epoch mean losses and validation metrics (history.json, the run's plot);
         # kept in checkpoints so a resumed run has the whole curve
@@ -170,8 +182,8 @@ class CLLM4RecModule(pl.LightningModule):
             main = torch.nn.functional.cross_entropy(logits, (label[:, None] == tokens[None]).float().argmax(1))
             side = "collaborative"
         else:
-            side = "collaborative" if step == "L" else "content"
-            main = m.lm_loss(ids, att, batch["main_mask"], side)
+            side = "collaborative" if step in ("L", "seq", "aux") else "content"
+            main = m.lm_loss(ids, att, batch["main_mask"], side, exclude_seen=step == "seq" and self.exclude_seen)
         loss = main
         if step != "warmup" and self.lambda_mr > 0:
             mr = m.mutual_regularization(ids, side, self.mr_reduction)
@@ -192,9 +204,24 @@ class CLLM4RecModule(pl.LightningModule):
         self._sums, self._val = {}, {}
 
     def configure_optimizers(self):
-        # only the ID tables train; no weight decay anywhere (the backbone is frozen)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr)
+        # ID tables (and the item bias) without weight decay: a row decays only when its token is in
+        # the batch under Adam's per-row scaling, rare items would shrink for nothing; the backbone's
+        # adapter or weights (lora/full) get weight_decay and their own rate
+        ids = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        body = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+        groups = [{"params": ids, "weight_decay": 0.0}]
+        if body:
+            groups.append({"params": body, "weight_decay": self.weight_decay,
+                           "lr": self.backbone_lr if self.backbone_lr is not None else self.lr})
+        optimizer = torch.optim.AdamW(groups, lr=self.lr)   # = Adam where weight_decay is 0
+        if self.lr_schedule == "constant" and self.warmup_ratio == 0:
+            return optimizer
+        from transformers import get_scheduler
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        name = "constant_with_warmup" if self.lr_schedule == "constant" else self.lr_schedule
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(self.warmup_ratio * total),
+                                  num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ evaluation
     def rating_levels(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,8 +291,9 @@ class CLLM4RecModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith("model.backbone.")]:
-            del sd[k]
+        trained = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        for k in [k for k in sd if k.startswith("model.backbone.") and k not in trained]:
+            del sd[k]   # the frozen backbone weights: rebuilt from backbone.name
         _, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["history"] = {"epochs": self.history, "sums": self._sums, "val": self._val}
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), pos, has_gauss, gauss],

@@ -28,6 +28,7 @@ from .backbone import load_backbone
 from .corpus import CorpusBuilder, CorpusConfig, collate
 from .model import CLLM4Rec
 from .runs import Run
+from .tuning import load_trained_state, tuning_kwargs
 from .vocab import Vocab
 
 TITLE_FIELDS = ("title", "movie_title", "name")
@@ -52,9 +53,15 @@ def load_trained(run: Run, stage: str = "finetune"):
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
     builder = CorpusBuilder(ds, tokenizer, vocab,
                             CorpusConfig.from_mapping(OmegaConf.to_container(rcfg.corpus, resolve=True)))
-    model = CLLM4Rec(backbone, vocab)
+    model = CLLM4Rec(backbone, vocab, **tuning_kwargs(rcfg.model))
     model.load_id_embeddings(tables)
-    return rcfg, ds, builder, model
+    tuned = run.load_backbone_state(stage)
+    if tuned is not None:
+        load_trained_state(model.backbone, tuned[0], str(run.backbone_path(stage)))
+    elif model.backbone_tuning != "frozen":
+        raise FileNotFoundError(f"{run.backbone_path(stage)} not found: the run tuned its backbone "
+                                f"(model.backbone_tuning={model.backbone_tuning}) but its weights are missing")
+    return rcfg, ds, builder, model.eval()
 
 
 class Recommender:

@@ -81,6 +81,30 @@ class Run:
         _atomic_write(self.root / "id_maps.json", json.dumps({"user_ids": list(user_ids), "item_ids": list(item_ids)}))
         return path
 
+    def backbone_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "backbone.safetensors"
+
+    def save_backbone_state(self, stage: str, backbone, meta: dict) -> Path:
+        """What of the backbone trained (tuning.trained_state: a LoRA adapter or every weight)."""
+        from .tuning import trained_state
+        path = self.backbone_path(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".backbone.")
+        os.close(fd)
+        save_file(trained_state(backbone), tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
+        os.replace(tmp, path)
+        return path
+
+    def load_backbone_state(self, stage: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """(tensors, metadata) of a tuned backbone, or None: the stage kept the backbone frozen."""
+        path = self.backbone_path(stage)
+        if not path.exists():
+            return None
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        return load_file(str(path)), meta
+
     def write_metrics(self, stage: str, results: dict, table: str) -> None:
         _atomic_write(self.stage_dir(stage) / "metrics.json", json.dumps(results, indent=2))
         _atomic_write(self.stage_dir(stage) / "metrics.md", table + "\n")

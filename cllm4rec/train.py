@@ -26,6 +26,8 @@ from .model import CLLM4Rec
 from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, Schedule
 from .prepare import prepared_dataset
 from .runs import Run
+from .text_init import init_from_text
+from .tuning import MODES, LoraSettings, load_trained_state, tuning_kwargs
 from .vocab import Vocab
 
 
@@ -34,31 +36,54 @@ def _f(default, help: str):
 
 
 @dataclass
-class PretrainConfig:
-    lr: float = _f(1e-4, "Adam learning rate of the ID tables")
-    epochs: int = _f(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
-    content_warmup_epochs: int = _f(1, "Content-only epochs before the alternation")
+class StageConfig:
+    """What both stages share: the optimiser (AdamW) and its learning-rate schedule."""
+    lr: float = _f(1e-4, "Learning rate of the ID tables")
+    backbone_lr: Optional[float] = _f(None, "Learning rate of the backbone's adapter or weights "
+                                            "(model.backbone_tuning=lora|full); null: lr")
+    weight_decay: float = _f(0.01, "AdamW weight decay of the adapter or backbone weights (never the ID tables)")
+    lr_schedule: str = _f("constant", "constant, linear or cosine decay to 0 over the stage's epochs "
+                                      "(transformers.get_scheduler), after the warm-up")
+    warmup_ratio: float = _f(0.0, "Fraction of the stage's steps with a linear warm-up from 0")
     batch_size: int = _f(64, "Documents per batch at most (length-bucketed)")
     max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
+
+
+@dataclass
+class PretrainConfig(StageConfig):
+    epochs: int = _f(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
+    content_warmup_epochs: int = _f(1, "Content-only epochs before the alternation")
     evaluate: bool = _f(False, "Rank validation/test users with the pretrained item head at the end "
                                "(costs two evaluation passes; validation every epoch is fine-tuning's job)")
 
 
 @dataclass
-class FinetuneConfig:
-    lr: float = _f(1e-4, "Adam learning rate of the ID tables")
+class FinetuneConfig(StageConfig):
     epochs: int = _f(10, "Maximum fine-tuning epochs")
     batch_size: int = _f(4, "Prompts per batch at most")
-    max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
     content_alongside: bool = _f(False, "C-step batches with MR toward the fine-tuned embeddings")
     patience: int = _f(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
     from_pretrained: bool = _f(True, "Start from the pretraining embeddings (false: from scratch)")
+    lambda_mr: Optional[float] = _f(None, "Mutual regularization weight in fine-tuning; null: model.lambda_mr. "
+                                          "0 when fine-tuning from scratch: the content rows are then untrained "
+                                          "noise that MR would hold the collaborative rows to")
+    exclude_seen: bool = _f(False, "corpus.finetune_target=sequence: a user's earlier items are out of the "
+                                   "softmax at each position (the ranking leaves seen items out too)")
+    auxiliary: bool = _f(False, "The L-step's auxiliary documents alongside (corpus.mim, bpr, history: "
+                                "their *_weight = documents per user per epoch)")
 
 
 @dataclass
 class ModelConfig:
     """The `model` config group (conf/model/cllm4rec.yaml); checked field by field."""
+    backbone_tuning: str = _f("frozen", "frozen: only the ID tables train (the paper); lora: peft adapters "
+                                        "(model.lora); full: every backbone weight too")
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    backbone_dropout: Optional[float] = _f(None, "Dropout of a tuned backbone (lora/full); null: its own rates")
     init_std: float = _f(0.002, "Std of the new user/item rows (the paper: 0.02)")
+    item_init: str = _f("random", "random: N(0, init_std) rows; text: item rows from the backbone's mean last "
+                                  "hidden state over the item's text, users from their items (text_init.py)")
+    item_init_field: Optional[str] = _f(None, "Item text field of item_init=text; null: a title, else the first field")
     id_input_scale: Optional[float] = _f(None, "Multiplier of user/item rows where they enter the backbone (not "
                                                "in the tied item head); null: std(word embeddings) / init_std, "
                                                "so new tokens enter at the words' scale; 1: the paper")
@@ -83,6 +108,16 @@ def checked_model_config(model_cfg: DictConfig) -> DictConfig:
         raise ValueError(f"invalid model config: {e}") from None
     if merged.mr_reduction not in ("sum", "mean"):
         raise ValueError(f"model.mr_reduction must be 'sum' or 'mean', got {merged.mr_reduction!r}")
+    if merged.item_init not in ("random", "text"):
+        raise ValueError(f"model.item_init must be random or text, got {merged.item_init!r}")
+    if merged.backbone_tuning not in MODES:
+        raise ValueError(f"model.backbone_tuning must be one of {MODES}, got {merged.backbone_tuning!r}")
+    for stage in ("pretrain", "finetune"):
+        if merged[stage].lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"model.{stage}.lr_schedule must be constant, linear or cosine, "
+                             f"got {merged[stage].lr_schedule!r}")
+        if not 0 <= merged[stage].warmup_ratio < 1:
+            raise ValueError(f"model.{stage}.warmup_ratio must be in [0, 1), got {merged[stage].warmup_ratio}")
     return merged
 
 
@@ -130,11 +165,13 @@ def results_table(rows: dict[str, dict[str, float]], keys) -> str:
 
 
 def build_model(backbone, vocab: Vocab, builder: CorpusBuilder, m) -> CLLM4Rec:
-    """The model of a training run: `m` is the model config (init_std, item_bias); the item
-    bias starts from the builder's training-item counts."""
+    """The model of a training run: `m` is the model config (init_std, item_bias, backbone_tuning);
+    the item bias starts from the builder's training-item counts."""
     prior = torch.from_numpy(np.bincount(builder.train_item, minlength=vocab.n_items)) if m.item_bias else None
     scale = m.id_input_scale if m.id_input_scale is not None else CLLM4Rec.auto_id_input_scale(backbone, m.init_std)
-    return CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior, id_input_scale=scale)
+    return CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior, id_input_scale=scale,
+                    **tuning_kwargs(m))
+
 
 
 def train(cfg: DictConfig) -> dict:
@@ -154,6 +191,10 @@ def train(cfg: DictConfig) -> dict:
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
     builder = CorpusBuilder(ds, tokenizer, vocab, corpus_cfg)
     model = build_model(backbone, vocab, builder, m)
+    if m.item_init == "text" and not (stage == "finetune" and sm.from_pretrained):
+        done = init_from_text(model, builder, m.item_init_field, m.init_std)
+        print(f"item_init=text: {done['items']} item rows from item {done['field']!r}, {done['users']} user rows",
+              file=sys.stderr)
     if stage == "finetune" and sm.from_pretrained:
         source = Run(cfg.pretrained) if cfg.pretrained else run
         tables, meta = source.load_embeddings("pretrain")
@@ -161,20 +202,38 @@ def train(cfg: DictConfig) -> dict:
             raise ValueError(f"pretrained embeddings in {source.root} are for {meta.get('n_users')} users / "
                              f"{meta.get('n_items')} items, this dataset has {ds.n_users} / {ds.n_items}")
         model.load_id_embeddings(tables)
+        tuned = source.load_backbone_state("pretrain")
+        if tuned is not None:
+            state, tuned_meta = tuned
+            if tuned_meta.get("backbone_tuning") != m.backbone_tuning:
+                raise ValueError(f"{source.backbone_path('pretrain')} was trained with model.backbone_tuning="
+                                 f"{tuned_meta.get('backbone_tuning')}; fine-tune with the same (now "
+                                 f"{m.backbone_tuning}) or pretrain again")
+            load_trained_state(model.backbone, state, str(source.backbone_path("pretrain")))
     if cfg.get("compile"):
         model.compile_body()
     run.write_config(stage, OmegaConf.to_yaml(cfg, resolve=True), {**manifest, "seed": cfg.seed})
 
     schedule = Schedule(stage=stage, content_warmup_epochs=m.pretrain.content_warmup_epochs,
-                        finetune_content=bool(m.finetune.content_alongside), finetune_rating=corpus_cfg.rating)
+                        finetune_content=bool(m.finetune.content_alongside), finetune_rating=corpus_cfg.rating,
+                        finetune_sequence=corpus_cfg.finetune_target == "sequence",
+                        finetune_auxiliary=bool(m.finetune.auxiliary))
+    if stage == "finetune" and schedule.finetune_auxiliary and not any(
+            getattr(corpus_cfg, k) for k in ("mim", "bpr", "history")):
+        raise ValueError("model.finetune.auxiliary=true trains the L-step's auxiliary documents, but corpus.mim, "
+                         "corpus.bpr and corpus.history are all off: turn one on (experiment=sequential has mim "
+                         "and history) or set model.finetune.auxiliary=false")
     if schedule.finetune_rating:
         builder.rating_scale   # fails now, with what to do, if the data has no usable ratings
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     data = CorpusData(builder, schedule, batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=cfg.seed,
                       pad_id=pad_id)
-    module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=m.lambda_mr, mr_reduction=m.mr_reduction,
+    lambda_mr = m.finetune.lambda_mr if stage == "finetune" and m.finetune.lambda_mr is not None else m.lambda_mr
+    module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=lambda_mr, mr_reduction=m.mr_reduction,
                             eval_batch_size=m.eval_batch_size, eval_max_tokens=m.eval_max_tokens,
-                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id)
+                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id, backbone_lr=sm.backbone_lr,
+                            weight_decay=sm.weight_decay, lr_schedule=sm.lr_schedule, warmup_ratio=sm.warmup_ratio,
+                            exclude_seen=stage == "finetune" and bool(sm.exclude_seen))
 
     ckpt_dir = run.checkpoints(stage)
     callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step", save_last=True,
@@ -217,6 +276,9 @@ def train(cfg: DictConfig) -> dict:
         run.save_embeddings(stage, model.id_embeddings(), ds.user_ids, ds.item_ids,
                             {"n_users": ds.n_users, "n_items": ds.n_items, "backbone": cfg.backbone.name,
                              "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})
+        if m.backbone_tuning != "frozen":
+            run.save_backbone_state(stage, model.backbone, {"backbone_tuning": m.backbone_tuning,
+                                                            "backbone": cfg.backbone.name})
         keys = ["recall@20", "recall@40", "ndcg@100"] + ["rating_rmse", "rating_mae"] * (
             stage == "finetune" and schedule.finetune_rating)
         rows = {f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results}
