@@ -124,11 +124,16 @@ def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
     return runs
 
 
+def stages_for(overrides: list[str]) -> tuple[str, ...]:
+    """The entry points a seed runs: fine-tuning from random rows (model.finetune.from_pretrained=
+    false) does not read pretraining, so it is not run."""
+    return STAGES if compose_stage(overrides).model.finetune.from_pretrained else STAGES[1:]
+
+
 def one_seed(args, seed: int, folder: Path) -> dict:
     name = f"q_{args.name}_s{seed}"
     common = training_overrides(args.overrides)
-    # fine-tuning from random rows (model.finetune.from_pretrained=false) does not read pretraining
-    stages = STAGES if compose_stage(common).model.finetune.from_pretrained else STAGES[1:]
+    stages = stages_for(common)
     if args.rerun or not finished(folder, args.overrides, seed):
         for stage in stages:
             extra = args.overrides if stage == "evaluate" else common

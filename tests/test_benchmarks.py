@@ -48,3 +48,9 @@ def test_results_file_entries_are_reused_only_with_the_same_config(finished_run,
         entry(3), entry(4), entry(5, batch_size=64), {"seed": 6}]}))
     assert sorted(quality.earlier_runs(path, OVERRIDES)) == [3, 4]
     assert quality.earlier_runs(path, [*OVERRIDES, "model.lambda_mr=0.5"]) == {}
+
+
+def test_pretraining_runs_only_where_fine_tuning_reads_it():
+    assert quality.stages_for(["experiment=tiny"]) == ("pretrain", "finetune", "evaluate")
+    assert quality.stages_for(quality.training_overrides(OVERRIDES)) == ("finetune", "evaluate")
+    assert quality.stages_for(["experiment=sequential_tuned"]) == ("finetune", "evaluate")

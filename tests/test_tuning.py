@@ -163,3 +163,23 @@ def test_tuned_run_folder_reloads_the_same_model(tmp_path, shared_data, mode):
     with pytest.raises(ValueError, match="backbone_tuning"):
         train(cfg_for("finetune", tmp_path, "trainer.fast_dev_run=true",
                       "model.backbone_tuning=" + ("full" if mode == "lora" else "lora")))
+
+
+def test_sequential_tuned_experiment_runs(tmp_path, shared_data):
+    """The shipped recipe, composed as a user runs it (tiny backbone, leave-one-out ML-100K):
+    'seq' steps only, the full backbone saved, no pretraining read."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from test_train import CONF
+    from cllm4rec.train import train
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("finetune", overrides=["experiment=sequential_tuned", "backbone=tiny_gpt2", "trainer=cpu",
+                                             "logger=none", "data.split.protocol=loo", "trainer.fast_dev_run=2",
+                                             "trainer.enable_progress_bar=false"])
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    res = train(cfg)
+    (row,) = json.loads((tmp_path / "run" / "finetune" / "history.json").read_text())
+    assert set(k for k in row if k.startswith("loss_")) == {"loss_seq"}
+    assert (tmp_path / "run" / "finetune" / "backbone.safetensors").exists()
+    assert not (tmp_path / "run" / "pretrain").exists() and 0 <= res["test"]["recall@20"] <= 1
