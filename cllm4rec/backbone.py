@@ -195,7 +195,9 @@ def _pretrained(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         # A hub id: look in the local hub cache only; offline, the hub client retries for ~25 s.
         source, kw = name, {"local_files_only": not download}
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kw)
+        # With peft installed, transformers first looks for an adapter_config.json, and that lookup does
+        # not inherit local_files_only: pass it explicitly, or it goes to the network.
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, adapter_kwargs=dict(kw), **kw)
         tok = AutoTokenizer.from_pretrained(source, **kw)
     except OSError as e:
         where = "in the local Hugging Face cache" + ("" if download else " (downloads are off)")
