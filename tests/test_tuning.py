@@ -167,7 +167,7 @@ def test_tuned_run_folder_reloads_the_same_model(tmp_path, shared_data, mode):
 
 def test_sequential_tuned_experiment_runs(tmp_path, shared_data):
     """The shipped recipe, composed as a user runs it (tiny backbone, leave-one-out ML-100K):
-    'seq' steps only, the full backbone saved, no pretraining read."""
+    'seq' steps only, the frozen backbone not saved, no pretraining read."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
     from test_train import CONF
@@ -181,5 +181,5 @@ def test_sequential_tuned_experiment_runs(tmp_path, shared_data):
     res = train(cfg)
     (row,) = json.loads((tmp_path / "run" / "finetune" / "history.json").read_text())
     assert set(k for k in row if k.startswith("loss_")) == {"loss_seq"}
-    assert (tmp_path / "run" / "finetune" / "backbone.safetensors").exists()
+    assert not (tmp_path / "run" / "finetune" / "backbone.safetensors").exists()
     assert not (tmp_path / "run" / "pretrain").exists() and 0 <= res["test"]["recall@20"] <= 1
