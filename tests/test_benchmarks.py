@@ -54,3 +54,27 @@ def test_pretraining_runs_only_where_fine_tuning_reads_it():
     assert quality.stages_for(["experiment=tiny"]) == ("pretrain", "finetune", "evaluate")
     assert quality.stages_for(quality.training_overrides(OVERRIDES)) == ("finetune", "evaluate")
     assert quality.stages_for(["experiment=sequential_tuned"]) == ("finetune", "evaluate")
+
+
+def test_search_collects_a_real_optuna_sweep(tmp_path, shared_data):
+    """The shipped Optuna search, run as a user runs it (2 fast_dev_run trials on ML-100K), then
+    benchmarks/search.py: every trial, the space and the choice, validation only."""
+    import subprocess
+    import yaml
+    import search
+    sweep = tmp_path / "sweep"
+    subprocess.run([sys.executable, "-m", "cllm4rec.finetune", "--multirun", "hparams_search=beauty_loo_optuna",
+                    "data=ml100k", "trainer=cpu", "trainer.fast_dev_run=2", "trainer.enable_progress_bar=false",
+                    "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
+                   cwd=quality.ROOT, check=True, capture_output=True)
+    res = search.collect(sweep)
+    space = yaml.safe_load((quality.ROOT / "conf/hparams_search/beauty_loo_optuna.yaml").read_text())
+    assert res["search_space"] == space["hydra"]["sweeper"]["params"]
+    assert [t["number"] for t in res["trials"]] == [0, 1] and all(t["state"] == "complete" for t in res["trials"])
+    for t in res["trials"]:
+        assert t["val_sum"] == pytest.approx(sum(t["valid"][k] for k in ("recall@20", "recall@40", "ndcg@100")))
+        assert {o.split("=")[0] for o in t["overrides"]} >= set(space["hydra"]["sweeper"]["params"])
+    assert res["chosen_value"] == pytest.approx(max(t["val_sum"] for t in res["trials"]))
+    best = dict(o.split("=", 1) for o in res["trials"][res["best_trial"]]["overrides"])
+    assert {k: str(v) for k, v in res["chosen"].items()} == {k: best[k] for k in res["chosen"]}
+    assert "test" not in json.dumps(res["trials"])
