@@ -271,10 +271,10 @@ def train(cfg: DictConfig) -> dict:
                             enabled=str(trainer_cfg.get("precision", "")).startswith("bf16")):
             for part in ("valid", "test") if evaluate else ():
                 results[part] = module.ranking_metrics(part)
-            if "valid" in results:   # the best epoch's val/sum: the objective a sweep maximises
-                results["val_sum"] = sum(results["valid"][k] for k in VAL_KEYS)
                 if stage == "finetune" and schedule.finetune_rating:
                     results[part].update({f"rating_{k}": v for k, v in module.rating_metrics(part).items()})
+        if "valid" in results:   # the best epoch's val/sum: the objective a sweep maximises
+            results["val_sum"] = sum(results["valid"][k] for k in VAL_KEYS)
         run.save_embeddings(stage, model.id_embeddings(), ds.user_ids, ds.item_ids,
                             {"n_users": ds.n_users, "n_items": ds.n_items, "backbone": cfg.backbone.name,
                              "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})
