@@ -18,7 +18,8 @@ overrides compose now (data, backbone, corpus, model, seed: `TRAINING_SECTIONS`)
 session can add seeds to a file without retraining the old ones, e.g. `--seeds 0 1 2 -- ...
 '~baselines.multivae'` where seed 0 already fitted Multi-VAE, and a changed default retrains
 instead of mixing schedules. Entries without a stored config (files before 2026-12-04) are not
-reused.
+reused. A training stage cut off mid-run (a last.ckpt, no metrics.json) continues with
+`resume=true`, so a seed longer than a session spans several.
 
 Writes benchmarks/results/quality_<name>.json: per seed the training config, the full-ranking
 test metrics of every row, the sampled-ranking metrics, the training minutes of each stage, and
@@ -86,6 +87,12 @@ def finished(folder: Path, overrides: list[str], seed: int) -> bool:
     return (folder / "evaluation.json").exists() and folder_config(folder) == expected_config(overrides, seed)
 
 
+def interrupted(folder: Path, stage: str) -> bool:
+    """A training stage that left a mid-run checkpoint and no metrics (a session ended during it):
+    the seed continues from there with `resume=true` instead of starting over."""
+    return (folder / stage / "checkpoints" / "last.ckpt").exists() and not (folder / stage / "metrics.json").exists()
+
+
 def commit() -> str | None:
     """HEAD of the checkout the numbers came from, '+dirty' when tracked files differ from it."""
     try:
@@ -139,6 +146,8 @@ def one_seed(args, seed: int, folder: Path) -> dict:
             extra = args.overrides if stage == "evaluate" else common
             cmd = [sys.executable, "-m", f"cllm4rec.{stage}", *extra, f"seed={seed}", f"name={name}",
                    "logger=none"] + (["plot=false"] if stage == "evaluate" else [])
+            if not args.rerun and interrupted(folder, stage):
+                cmd.append("resume=true")
             t0 = time.perf_counter()
             print("+", " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)

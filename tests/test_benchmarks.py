@@ -34,6 +34,16 @@ def test_a_run_folder_carries_the_config_the_overrides_compose(finished_run, sha
     assert not quality.finished(finished_run.parent / "elsewhere", OVERRIDES, 3)
 
 
+def test_a_stage_cut_off_mid_run_resumes_and_a_finished_one_does_not(tmp_path):
+    ckpt = tmp_path / "finetune" / "checkpoints" / "last.ckpt"
+    assert not quality.interrupted(tmp_path, "finetune")       # never started: a fresh run
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert quality.interrupted(tmp_path, "finetune") and not quality.interrupted(tmp_path, "pretrain")
+    (tmp_path / "finetune" / "metrics.json").write_text("{}")
+    assert not quality.interrupted(tmp_path, "finetune")       # it finished: nothing to resume
+
+
 def test_results_file_entries_are_reused_only_with_the_same_config(finished_run, shared_data, tmp_path):
     config = quality.folder_config(finished_run)
 
