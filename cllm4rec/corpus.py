@@ -621,6 +621,10 @@ class CorpusBuilder:
                 parts.append(docs.select(np.sort(rng.choice(len(docs), n, replace=False))))
         return Documents.concat(parts)
 
+    def has_content(self) -> bool:
+        """Whether the data has texts for the content LM's documents (a C-step has batches)."""
+        return len(self.mixture("word", np.random.default_rng(0))) > 0
+
     def eval_prompts(self, part: str = "valid") -> Documents:
         """Fine-tuning prompts from ALL of each user's training items (plus validation items
         for part='test' when eval_test_includes_valid), one per user, in a fixed order (the

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import metrics
 from .baselines import BiasRating, MeanRating
 from .data.dataset import TEST, TRAIN
+from .errors import reported
 from .modules import CLLM4RecModule, Schedule
 from .recommend import load_trained
 from .runs import Run
@@ -53,7 +54,7 @@ def one_heldout_per_user(target: sp.csr_matrix, seed: int) -> sp.csr_matrix:
 def evaluate_run(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.seed)
     run = Run(cfg.run_dir)
-    rcfg, ds, builder, model = load_trained(run)
+    rcfg, ds, builder, model = load_trained(run, needs=("test",))
     m = checked_model_config(rcfg.model)
     pad_id = builder.tokenizer.pad_token_id if builder.tokenizer.pad_token_id is not None else 0
     module = CLLM4RecModule(model, builder, Schedule(stage="finetune"), eval_batch_size=m.eval_batch_size,
@@ -118,6 +119,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@reported
 def _main(cfg: DictConfig) -> None:
     try:
         evaluate_run(cfg)

@@ -29,6 +29,7 @@ import torch
 
 from . import metrics
 from .corpus import CorpusBuilder, Documents, LengthBucketSampler, collate
+from .errors import RunError
 from .model import CLLM4Rec
 
 VAL_KEYS = ("recall@20", "recall@40", "ndcg@100")
@@ -43,11 +44,14 @@ class Schedule:
     finetune_rating: bool = False       # finetune: rating batches alongside
     finetune_sequence: bool = False     # finetune: next-item loss at every item ('seq', not 'rec')
     finetune_auxiliary: bool = False    # finetune: MIM/BPR/history documents alongside ('aux')
+    content: bool = True                # False: the data has no texts, no warm-up and no C-steps
 
     def steps(self, epoch: int) -> list[str]:
         if self.stage == "finetune":
             return (["seq" if self.finetune_sequence else "rec"] + ["aux"] * self.finetune_auxiliary
-                    + ["rating"] * self.finetune_rating + ["C"] * self.finetune_content)
+                    + ["rating"] * self.finetune_rating + ["C"] * (self.finetune_content and self.content))
+        if not self.content:
+            return ["L"]
         if epoch < self.content_warmup_epochs:
             return ["warmup"]
         return ["L"] if (epoch - self.content_warmup_epochs) % 2 == 0 else ["C"]
@@ -122,6 +126,10 @@ class CorpusData(pl.LightningDataModule):
             loop = self.trainer.fit_loop.epoch_loop.batch_progress
             progress = lambda: loop.current.processed  # noqa: E731  (batches whose step finished)
         batches = self.epoch_batches(epoch)
+        if not batches:
+            raise RunError(f"{self.schedule.stage} epoch {epoch} (steps {self.schedule.steps(epoch)}) has no training "
+                           "documents: the corpus kinds these steps read are all off or empty for this data "
+                           "(conf/corpus: collaborative, content, ...); turn one on or check the dataset's texts")
         if self.trainer is not None and self.trainer.world_size > 1:
             # data parallel: each rank takes every world_size-th batch (equal counts per rank)
             n = len(batches) // self.trainer.world_size * self.trainer.world_size

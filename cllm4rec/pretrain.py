@@ -5,10 +5,12 @@
 import hydra
 from omegaconf import DictConfig
 
+from .errors import reported
 from .train import train
 
 
 @hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
+@reported
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

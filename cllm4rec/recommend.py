@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,7 @@ from omegaconf import OmegaConf
 
 from .backbone import load_backbone
 from .corpus import CorpusBuilder, CorpusConfig, collate
+from .errors import RunError
 from .model import CLLM4Rec
 from .runs import Run
 from .tuning import load_trained_state, tuning_kwargs
@@ -34,20 +36,21 @@ from .vocab import Vocab
 TITLE_FIELDS = ("title", "movie_title", "name")
 
 
-def load_trained(run: Run, stage: str = "finetune"):
+def load_trained(run: Run, stage: str = "finetune", needs: tuple[str, ...] = ()):
     """A run folder -> (its config, dataset, corpus builder, trained CLLM4Rec). The dataset comes
-    from the prepared-data cache (rebuilt from the run's data config if missing); no Lightning."""
+    from the prepared-data cache (rebuilt from the run's data config if missing); no Lightning.
+    `needs`: the split parts the caller scores (prepared_dataset)."""
     from .prepare import prepared_dataset   # the run's data config names its reader
 
     path = run.root / f"config-{stage}.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: no finished {stage} stage in {run.root}; run "
+        raise RunError(f"{path} not found: no finished {stage} stage in {run.root}; run "
                                 f"`python -m cllm4rec.{stage}` with the same data/backbone/name first")
     rcfg = OmegaConf.load(path)
-    ds, _ = prepared_dataset(rcfg.data, strict=rcfg.strict_data)
+    ds, _ = prepared_dataset(rcfg.data, strict=rcfg.strict_data, needs=needs)
     tables, meta = run.load_embeddings(stage)
     if (meta.get("n_users"), meta.get("n_items")) != (ds.n_users, ds.n_items):
-        raise ValueError(f"{run.embeddings_path(stage)} is for {meta.get('n_users')} users / {meta.get('n_items')} "
+        raise RunError(f"{run.embeddings_path(stage)} is for {meta.get('n_users')} users / {meta.get('n_items')} "
                          f"items, the run's dataset now has {ds.n_users} / {ds.n_items}: the data changed")
     backbone, tokenizer = load_backbone(rcfg.backbone.name, seed=rcfg.seed)
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
@@ -59,7 +62,7 @@ def load_trained(run: Run, stage: str = "finetune"):
     if tuned is not None:
         load_trained_state(model.backbone, tuned[0], str(run.backbone_path(stage)))
     elif model.backbone_tuning != "frozen":
-        raise FileNotFoundError(f"{run.backbone_path(stage)} not found: the run tuned its backbone "
+        raise RunError(f"{run.backbone_path(stage)} not found: the run tuned its backbone "
                                 f"(model.backbone_tuning={model.backbone_tuning}) but its weights are missing")
     return rcfg, ds, builder, model.eval()
 
@@ -129,7 +132,10 @@ class Recommender:
     def recommend(self, user: str | None = None, *, history: Sequence[str] | None = None, k: int = 10,
                   exclude_seen: bool = True) -> list[dict]:
         """Top-k items for a known user (raw id) or a new user given as raw item ids:
-        [{"rank", "item", "title", "score"}], best first; seen items excluded."""
+        [{"rank", "item", "title", "score"}], best first; seen items excluded. Fewer than k (with a
+        warning) when fewer items are left to recommend."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a whole number >= 1 (how many items to recommend), got {k!r}")
         if (user is None) == (history is None):
             raise ValueError("give exactly one of user= (a known raw user id) or history= (raw item ids)")
         if user is not None:
@@ -143,10 +149,23 @@ class Recommender:
             s = self.scores([None], [hist])[0]
         if exclude_seen and len(seen):
             s[torch.as_tensor(seen)] = -torch.inf
-        k = min(k, int(torch.isfinite(s).sum()))
-        top = torch.topk(s, k)
+        left = int(torch.isfinite(s).sum())
+        if k > left:
+            warnings.warn(f"k={k} but only {left} of the {self.ds.n_items} items are left to recommend "
+                          f"({self.ds.n_items - left} already seen): returning {left}", stacklevel=2)
+        top = torch.topk(s, min(k, left))
         return [{"rank": r + 1, "item": self.ds.item_ids[j], "title": self.titles[j] if self.titles else None,
                  "score": round(float(x), 4)} for r, (x, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return k
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -155,16 +174,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--user", help="a known user's raw id")
     g.add_argument("--history", nargs="+", help="raw item ids of a new user")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_positive_int, default=10, help="how many items (>= 1)")
     p.add_argument("--stage", default="finetune", choices=("pretrain", "finetune"))
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     a = p.parse_args(argv)
     try:
         rec = Recommender.from_run(a.run, stage=a.stage)
-        items = rec.recommend(a.user, history=a.history, k=a.k)
-    except (KeyError, FileNotFoundError, ValueError) as e:
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always")
+            items = rec.recommend(a.user, history=a.history, k=a.k)
+    except (KeyError, FileNotFoundError, ValueError) as e:   # DataError and RunError are ValueErrors
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         sys.exit(2)
+    for note in notes:
+        print(f"note: {note.message}", file=sys.stderr)
     if a.json:
         print(json.dumps(items, indent=1))
         return

@@ -18,13 +18,43 @@ import json
 import os
 import platform
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .errors import RunError
+
 STAGES = ("pretrain", "finetune")
+
+
+def checked_checkpoint(path: str | os.PathLike) -> Path:
+    """`path` if it is a whole Lightning checkpoint (a zip archive whose every member's CRC
+    matches), else a RunError naming it: a cut or altered checkpoint never loads partially."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile) as e:
+        bad = f"not a whole checkpoint ({e})"
+    if bad is not None:
+        raise RunError(f"{path} is damaged ({bad}): it was cut or altered. Delete it and train the stage "
+                       f"again (without resume=true), or restore the file")
+    return path
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON metadata) of a run's safetensors file; a damaged one is a RunError naming it."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path} is damaged and cannot be read ({e}): train the stage that wrote it again, "
+                       f"or restore the file") from None
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:
@@ -100,10 +130,7 @@ class Run:
         path = self.backbone_path(stage)
         if not path.exists():
             return None
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        return load_file(str(path)), meta
+        return read_safetensors(path)
 
     def write_metrics(self, stage: str, results: dict, table: str) -> None:
         _atomic_write(self.stage_dir(stage) / "metrics.json", json.dumps(results, indent=2))
@@ -124,13 +151,10 @@ class Run:
     def load_embeddings(self, stage: str) -> tuple[dict[str, torch.Tensor], dict]:
         path = self.embeddings_path(stage)
         if not path.exists():
-            raise FileNotFoundError(
+            raise RunError(
                 f"no {stage} embeddings at {path}: run `python -m cllm4rec.{stage}` with the same data/backbone/"
                 f"name first, or point `pretrained=` at a run folder that has them")
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        return load_file(str(path)), meta
+        return read_safetensors(path)
 
     def id_maps(self) -> dict:
         return json.loads((self.root / "id_maps.json").read_text())

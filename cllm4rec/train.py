@@ -22,10 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .backbone import load_backbone
 from .corpus import CorpusBuilder, CorpusConfig
+from .errors import RunError
 from .model import CLLM4Rec
 from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, Schedule
 from .prepare import prepared_dataset
-from .runs import Run
+from .runs import Run, checked_checkpoint
 from .text_init import init_from_text
 from .tuning import MODES, LoraSettings, load_trained_state, tuning_kwargs
 from .vocab import Vocab
@@ -105,19 +106,30 @@ def checked_model_config(model_cfg: DictConfig) -> DictConfig:
     try:
         merged = OmegaConf.merge(schema, model_cfg)
     except Exception as e:   # omegaconf's ValidationError / ConfigKeyError name the key
-        raise ValueError(f"invalid model config: {e}") from None
+        raise RunError(f"invalid model config: {e}") from None
     if merged.mr_reduction not in ("sum", "mean"):
-        raise ValueError(f"model.mr_reduction must be 'sum' or 'mean', got {merged.mr_reduction!r}")
+        raise RunError(f"model.mr_reduction must be 'sum' or 'mean', got {merged.mr_reduction!r}")
     if merged.item_init not in ("random", "text"):
-        raise ValueError(f"model.item_init must be random or text, got {merged.item_init!r}")
+        raise RunError(f"model.item_init must be random or text, got {merged.item_init!r}")
     if merged.backbone_tuning not in MODES:
-        raise ValueError(f"model.backbone_tuning must be one of {MODES}, got {merged.backbone_tuning!r}")
+        raise RunError(f"model.backbone_tuning must be one of {MODES}, got {merged.backbone_tuning!r}")
     for stage in ("pretrain", "finetune"):
         if merged[stage].lr_schedule not in ("constant", "linear", "cosine"):
-            raise ValueError(f"model.{stage}.lr_schedule must be constant, linear or cosine, "
-                             f"got {merged[stage].lr_schedule!r}")
+            raise RunError(f"model.{stage}.lr_schedule must be constant, linear or cosine, "
+                           f"got {merged[stage].lr_schedule!r}")
         if not 0 <= merged[stage].warmup_ratio < 1:
-            raise ValueError(f"model.{stage}.warmup_ratio must be in [0, 1), got {merged[stage].warmup_ratio}")
+            raise RunError(f"model.{stage}.warmup_ratio must be in [0, 1), got {merged[stage].warmup_ratio}")
+    ranges = {"init_std": (0, True), "lambda_mr": (0, True), "eval_batch_size": (1, True),
+              "eval_max_tokens": (1, True), "max_eval_bytes": (1, True), "checkpoint_every_n_steps": (1, True)}
+    for stage in ("pretrain", "finetune"):
+        ranges |= {f"{stage}.lr": (0, False), f"{stage}.weight_decay": (0, True), f"{stage}.batch_size": (1, True),
+                   f"{stage}.epochs": (1, True), f"{stage}.max_tokens": (1, True), f"{stage}.backbone_lr": (0, False)}
+    ranges |= {"pretrain.content_warmup_epochs": (0, True), "finetune.patience": (0, True),
+               "finetune.lambda_mr": (0, True)}
+    for key, (low, inclusive) in ranges.items():
+        v = OmegaConf.select(merged, key)
+        if v is not None and (v < low or (v == low and not inclusive)):
+            raise RunError(f"model.{key} must be {'>=' if inclusive else '>'} {low}, got {v}")
     return merged
 
 
@@ -185,7 +197,8 @@ def train(cfg: DictConfig) -> dict:
     m = checked_model_config(cfg.model)
     sm = m[stage]
 
-    ds, manifest = prepared_dataset(cfg.data, strict=cfg.strict_data)
+    ds, manifest = prepared_dataset(cfg.data, strict=cfg.strict_data,
+                                    needs=("valid", "test") if stage == "finetune" or sm.evaluate else ())
     backbone, tokenizer = load_backbone(cfg.backbone.name, seed=cfg.seed)
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
@@ -198,15 +211,19 @@ def train(cfg: DictConfig) -> dict:
     if stage == "finetune" and sm.from_pretrained:
         source = Run(cfg.pretrained) if cfg.pretrained else run
         tables, meta = source.load_embeddings("pretrain")
-        if meta.get("n_users") != ds.n_users or meta.get("n_items") != ds.n_items:
-            raise ValueError(f"pretrained embeddings in {source.root} are for {meta.get('n_users')} users / "
-                             f"{meta.get('n_items')} items, this dataset has {ds.n_users} / {ds.n_items}")
+        found = {"data": meta.get("data"), "backbone": meta.get("backbone"), "users": meta.get("n_users"),
+                 "items": meta.get("n_items")}
+        wanted = {"data": cfg.data.name, "backbone": cfg.backbone.name, "users": ds.n_users, "items": ds.n_items}
+        if found != wanted:
+            raise RunError(f"{source.embeddings_path('pretrain')} was pretrained for {found}, this fine-tuning "
+                           f"is for {wanted}: pretrain with this data and backbone first (make pretrain), or "
+                           f"point pretrained= at a run folder that matches")
         model.load_id_embeddings(tables)
         tuned = source.load_backbone_state("pretrain")
         if tuned is not None:
             state, tuned_meta = tuned
             if tuned_meta.get("backbone_tuning") != m.backbone_tuning:
-                raise ValueError(f"{source.backbone_path('pretrain')} was trained with model.backbone_tuning="
+                raise RunError(f"{source.backbone_path('pretrain')} was trained with model.backbone_tuning="
                                  f"{tuned_meta.get('backbone_tuning')}; fine-tune with the same (now "
                                  f"{m.backbone_tuning}) or pretrain again")
             load_trained_state(model.backbone, state, str(source.backbone_path("pretrain")))
@@ -220,15 +237,23 @@ def train(cfg: DictConfig) -> dict:
                         finetune_auxiliary=bool(m.finetune.auxiliary))
     if stage == "finetune" and schedule.finetune_auxiliary and not any(
             getattr(corpus_cfg, k) for k in ("mim", "bpr", "history")):
-        raise ValueError("model.finetune.auxiliary=true trains the L-step's auxiliary documents, but corpus.mim, "
+        raise RunError("model.finetune.auxiliary=true trains the L-step's auxiliary documents, but corpus.mim, "
                          "corpus.bpr and corpus.history are all off: turn one on (experiment=sequential has mim "
                          "and history) or set model.finetune.auxiliary=false")
+    if not builder.has_content():
+        schedule.content = False    # nothing for the content LM to read; MR would tie rows to random ones
+        lambda_override = 0.0
+        print("no item, user or review texts in this dataset: the content LM (warm-up epochs, C-steps) and "
+              "mutual regularization are skipped; the collaborative side trains alone", file=sys.stderr)
+    else:
+        lambda_override = None
     if schedule.finetune_rating:
         builder.rating_scale   # fails now, with what to do, if the data has no usable ratings
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     data = CorpusData(builder, schedule, batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=cfg.seed,
                       pad_id=pad_id)
     lambda_mr = m.finetune.lambda_mr if stage == "finetune" and m.finetune.lambda_mr is not None else m.lambda_mr
+    lambda_mr = lambda_mr if lambda_override is None else lambda_override
     module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=lambda_mr, mr_reduction=m.mr_reduction,
                             eval_batch_size=m.eval_batch_size, eval_max_tokens=m.eval_max_tokens,
                             max_eval_bytes=m.max_eval_bytes, pad_id=pad_id, backbone_lr=sm.backbone_lr,
@@ -252,14 +277,14 @@ def train(cfg: DictConfig) -> dict:
                           use_distributed_sampler=False)
     ckpt = None
     if cfg.resume and run.last_checkpoint(stage):
-        ckpt = str(run.last_checkpoint(stage))
+        ckpt = str(checked_checkpoint(run.last_checkpoint(stage)))
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - t0
 
     best = callbacks[1].best_model_path if stage == "finetune" else None
     if best:
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        state = torch.load(checked_checkpoint(best), map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state, strict=False)
     results = {"stage": stage, "fit_seconds": round(fit_seconds, 1), "best_checkpoint": best or None,
                "epochs_run": trainer.current_epoch}

@@ -157,3 +157,41 @@ def test_recommend_cli(run_dir, recommender):
     bad = subprocess.run([sys.executable, "-m", "cllm4rec.recommend", str(run_dir), "--user", "nobody"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown user id 'nobody'" in bad.stderr
+
+
+@pytest.mark.parametrize("k", [-3, 0, 1.5, True, "5"])
+def test_k_below_one_or_not_a_count_is_refused(recommender, k):
+    with pytest.raises(ValueError, match="k must be a whole number >= 1"):
+        recommender.recommend(user=recommender.ds.user_ids[0], k=k)
+
+
+def test_k_above_the_recommendable_items_says_so(recommender):
+    rec = recommender
+    user = rec.ds.user_ids[0]
+    seen = len(rec._seen.indices[rec._seen.indptr[0]:rec._seen.indptr[1]])
+    with pytest.warns(UserWarning, match=f"only {rec.ds.n_items - seen} of the {rec.ds.n_items} items"):
+        out = rec.recommend(user=user, k=rec.ds.n_items + 5)
+    assert len(out) == rec.ds.n_items - seen and len({r["item"] for r in out}) == len(out)
+
+
+@pytest.mark.parametrize("k, code, message", [("-3", 2, "must be a whole number >= 1, got '-3'"),
+                                              ("0", 2, "must be a whole number >= 1, got '0'"),
+                                              ("100000", 0, "note: k=100000 but only")])
+def test_recommend_cli_checks_k(run_dir, recommender, k, code, message):
+    out = subprocess.run([sys.executable, "-m", "cllm4rec.recommend", str(run_dir), "--user",
+                          recommender.ds.user_ids[0], "-k", k], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == code and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_damaged_embeddings_file_is_named_not_a_traceback(run_dir, tmp_path):
+    import shutil
+    from cllm4rec.errors import RunError
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    emb = copy / "finetune" / "embeddings.safetensors"
+    emb.write_bytes(emb.read_bytes()[: emb.stat().st_size // 2])
+    with pytest.raises(RunError, match=r"embeddings\.safetensors is damaged"):
+        Recommender.from_run(copy)
+    out = subprocess.run([sys.executable, "-m", "cllm4rec.recommend", str(copy), "--user", "1"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and str(emb) in out.stderr and "Traceback" not in out.stderr

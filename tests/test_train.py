@@ -14,6 +14,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from cllm4rec.errors import RunError
 from cllm4rec.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_pretrain_without_evaluation_prints_no_empty_table_nor_known_noise(tmp_p
 
 
 def test_finetune_without_pretraining_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cllm4rec.pretrain"):
+    with pytest.raises(RunError, match="cllm4rec.pretrain"):
         train(cfg_for("finetune", tmp_path, "trainer.fast_dev_run=true"))
 
 
@@ -99,6 +100,9 @@ def test_finetune_without_pretraining_says_what_to_do(tmp_path):
     ("model.lambda_mr=abc", "lambda_mr"),
     ("model.mr_reduction=median", "mr_reduction"),
     ("model.finetune.epochs=1.5", "epochs"),
+    ("model.finetune.lr=-1", r"model.finetune.lr must be > 0, got -1"),
+    ("model.pretrain.batch_size=0", r"model.pretrain.batch_size must be >= 1, got 0"),
+    ("model.finetune.patience=-2", r"model.finetune.patience must be >= 0"),
 ])
 def test_wrong_type_fails_clearly(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):

@@ -3,7 +3,10 @@
 The key hashes the reader's class and options, the sha256 of every input file, every
 preprocessing and split parameter and the on-disk format version, so a changed input or
 parameter rebuilds and an unchanged one reuses the cache. Builds go to a temporary folder
-that is renamed into place only when complete: a failed run leaves nothing behind.
+that is renamed into place only when complete: a failed run leaves nothing behind, and a file
+lock makes concurrent prepares of the same dataset (a Hydra multirun, DDP ranks) build it once.
+The manifest holds the sha256 of every cached file, checked on every load: a missing, cut or
+altered file, or an unreadable manifest, is rebuilt from the inputs with one log line saying why.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -18,14 +22,18 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock
+
 from ..paths import data_cache
 from .dataset import Dataset
 from .embedded import sha256_file
 from .errors import BadLines, DataError
 from .preprocess import preprocess
-from .splits import split_counts, split_dataset
+from .splits import split_counts, split_dataset, split_users
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: the manifest holds each cached file's sha256
+
+log = logging.getLogger(__name__)
 
 
 def _versions() -> dict:
@@ -74,11 +82,39 @@ def prepare_dataset(source, *, preprocess_args: dict | None = None, split_args: 
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir else data_cache()
     folder = root / f"{source.name}-{key}"
-    if (folder / "manifest.json").exists() and not force:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["cache"] = {"folder": str(folder), "reused": True}
-        return Dataset.load(folder), manifest
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / f".{source.name}-{key}.lock"):
+        if folder.exists() and not force:
+            damage = cache_damage(folder)
+            if damage is None:
+                manifest = json.loads((folder / "manifest.json").read_text())
+                manifest["cache"] = {"folder": str(folder), "reused": True}
+                return Dataset.load(folder), manifest
+            log.warning("prepared dataset %s is damaged (%s): rebuilding it from the inputs", folder, damage)
+            force = True
+        return _build(source, files, inputs, key, folder, preprocess_args, split_args, strict, force)
 
+
+def cache_damage(folder: Path) -> str | None:
+    """Why a cache folder cannot be used as it is (None: every file is the one its manifest hashed)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        return "no manifest.json"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"manifest.json unreadable: {type(e).__name__}"
+    for name, digest in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing"
+        if sha256_file(path) != digest:
+            return f"{name} differs from the sha256 in its manifest (cut or altered)"
+    return None
+
+
+def _build(source, files, inputs, key, folder, preprocess_args, split_args, strict, force):
+    root = folder.parent
     bad = BadLines(strict=strict)
     ds = source.read(bad)
     ds, steps = preprocess(ds, **preprocess_args)
@@ -98,24 +134,20 @@ def prepare_dataset(source, *, preprocess_args: dict | None = None, split_args: 
         "read_report": {**bad.report(), "notes": getattr(source, "notes", {})},
         "preprocess": preprocess_args,
         "steps": steps,
-        "split": {**split_args, "counts": split_counts(ds)},
+        "split": {**split_args, "counts": split_counts(ds), "users": split_users(ds)},
         "counts": ds.counts(),
         "texts": {"item": sorted(ds.item_text), "user": sorted(ds.user_text),
                   "interaction": sorted(ds.interaction_text)},
         "versions": _versions(),
     }
-    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{source.name}-{key}-"))
     try:
         ds.save(tmp)
+        manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if force and folder.exists():
             shutil.rmtree(folder)
-        try:
-            tmp.rename(folder)
-        except OSError:  # a concurrent build finished first; both are identical by construction
-            if not (folder / "manifest.json").exists():
-                raise
+        tmp.rename(folder)      # the lock is held: nobody else builds this key meanwhile
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     manifest["cache"] = {"folder": str(folder), "reused": False}
@@ -141,6 +173,7 @@ def manifest_table(manifest: dict) -> str:
     rows.append(("", ""))
     rows.append(("split", ", ".join(f"{k}={v}" for k, v in sp.items() if k != "counts")))
     rows.append(("split counts", ", ".join(f"{k} {v:,}" for k, v in sp["counts"].items())))
+    rows.append(("scorable users", ", ".join(f"{k} {v:,}" for k, v in sp.get("users", {}).items())))
     t = manifest["texts"]
     rows.append(("texts", f"item {t['item']}, user {t['user']}, interaction {t['interaction']}"))
     kw = max(len(str(k)) for k, _ in rows)

@@ -125,8 +125,12 @@ def json_object(path, text: str, value, what: str) -> dict:
 
 
 # ---------------------------------------------------------------------- field values
+NUMBER_LIMIT = 1e18   # ratings become float32 and timestamps int64: beyond this they would overflow
+
+
 def number(value, path, line, field) -> float:
-    """A finite number: a JSON number or a numeric string ('4.0' in TSV/CSV)."""
+    """A finite number of magnitude below NUMBER_LIMIT: a JSON number or a numeric string ('4.0' in
+    TSV/CSV)."""
     if isinstance(value, bool):
         x = None
     elif isinstance(value, (int, float)):
@@ -138,6 +142,9 @@ def number(value, path, line, field) -> float:
             x = None
     if x is None or not math.isfinite(x):
         raise DataError(path, f"{value!r} is not a number", line=line, field=field, hint=SKIP)
+    if abs(x) >= NUMBER_LIMIT:
+        raise DataError(path, f"{value!r} is out of range (a rating or timestamp has magnitude below "
+                        f"{NUMBER_LIMIT:g})", line=line, field=field, hint=SKIP)
     return x
 
 

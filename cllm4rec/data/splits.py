@@ -71,3 +71,26 @@ def split_dataset(ds: Dataset, protocol: str = "random", seed: int = 0, ratios=(
 
 def split_counts(ds: Dataset) -> dict:
     return {name: int((ds.split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))}
+
+
+def split_users(ds: Dataset) -> dict:
+    """Users an evaluation can score: those with a training item and an item of the part."""
+    has = {code: np.bincount(ds.user[ds.split == code], minlength=ds.n_users) > 0 for code in (TRAIN, VALID, TEST)}
+    return {"train": int(has[TRAIN].sum()), "valid": int((has[TRAIN] & has[VALID]).sum()),
+            "test": int((has[TRAIN] & has[TEST]).sum())}
+
+
+WHO_NEEDS = {"valid": "fine-tuning (model selection on validation)", "test": "evaluation and the final test"}
+
+
+def split_problems(split: dict, parts=("valid", "test")) -> list[str]:
+    """What a prepared split cannot do: one sentence per needed part without a scorable user."""
+    users = split.get("users", {})
+    out = []
+    for part in parts:
+        if users.get(part, 1) == 0:
+            out.append(f"the split has no user with both training and {part} interactions (split counts "
+                       f"{split.get('counts')}, users {users}), which {WHO_NEEDS[part]} needs. Keep longer "
+                       f"histories (raise data.preprocess.user_core, e.g. 5), use another protocol "
+                       f"(data.split.protocol=random|loo) or smaller fractions (data.split.ratios)")
+    return out
