@@ -278,6 +278,9 @@ def train(cfg: DictConfig) -> dict:
     ckpt = None
     if cfg.resume and run.last_checkpoint(stage):
         ckpt = str(checked_checkpoint(run.last_checkpoint(stage)))
+    elif cfg.resume:
+        print(f"resume=true: no checkpoint at {run.checkpoints(stage) / 'last.ckpt'}; the {stage} stage starts "
+              f"from its beginning", file=sys.stderr)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - t0
