@@ -2,12 +2,13 @@
 and the chosen values, all on validation.
 
     .venv/bin/python -m cllm4rec.finetune --multirun hparams_search=beauty_loo_optuna
-    .venv/bin/python benchmarks/search.py multirun/beauty/tiny_gpt2/search_beauty_loo
+    .venv/bin/python benchmarks/search.py multirun/beauty/tiny_gpt2/search_beauty_loo/<date>
 
 Reads each trial folder <sweep>/<n>/ (.hydra-finetune/ for its overrides and the sweeper's
 config, finetune/metrics.json for its best epoch's validation metrics) and the sweeper's
 optimization_results.yaml. Test metrics are left out on purpose: nothing selects on them.
-Writes benchmarks/results/search_<sweep folder name>.json.
+Writes benchmarks/results/<name>.json, the trials' run name (search_beauty_loo.json), with search_
+in front where the name lacks it.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def collect(sweep: Path) -> dict:
     best = max(done, key=lambda t: t["val_sum"]) if done else None
     chosen_path = sweep / "optimization_results.yaml"
     chosen = yaml.safe_load(chosen_path.read_text()) if chosen_path.exists() else None
-    return {"name": sweep.name, "date": now(), "machine": machine(), "commit": commit(),
+    name = yaml.safe_load((sweep / str(trials[0]["number"]) / "config-finetune.yaml").read_text())["name"]
+    return {"name": name, "date": now(), "machine": machine(), "commit": commit(),
             "objective": "val/sum of the best epoch (recall@20 + recall@40 + ndcg@100 on validation)",
             "direction": sweeper.get("direction"), "sampler": sweeper.get("sampler"),
             "n_trials": sweeper.get("n_trials"), "search_space": sweeper.get("params"),
@@ -59,10 +61,11 @@ def collect(sweep: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", type=Path, help="the sweep folder (hydra.sweep.dir)")
-    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/search_<name>.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<search_name>.json")
     args = ap.parse_args()
     res = collect(args.sweep)
-    path = write_json(args.out or RESULTS / f"search_{res['name']}.json", res)
+    stem = res["name"] if res["name"].startswith("search_") else f"search_{res['name']}"
+    path = write_json(args.out or RESULTS / f"{stem}.json", res)
     print(f"wrote {path}: {len(res['trials'])} trials, best #{res['best_trial']} val/sum "
           f"{res['chosen_value']}: {res['chosen']}")
 

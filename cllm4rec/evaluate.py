@@ -118,7 +118,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 @reported
 def _main(cfg: DictConfig) -> None:
     try:

@@ -10,7 +10,7 @@ from .errors import reported
 from .train import train
 
 
-@hydra.main(config_path="../conf", config_name="finetune", version_base="1.3")
+@hydra.main(config_path="conf", config_name="finetune", version_base="1.3")
 @reported
 def main(cfg: DictConfig) -> float | None:
     """Returns the best validation val/sum, the objective of a Hydra sweeper (hparams_search=...)."""

@@ -5,6 +5,16 @@ import os
 from pathlib import Path
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"   # the Hydra configs, shipped inside the package
+
+
+def sweep_trial() -> str:
+    """The `${cllm4rec.sweep_trial:}` of the run folder: '' for a single run, '/sweep-<sweep id>/<run
+    id>' inside a W&B sweep agent (which sets both variables), so no trial writes into another's folder."""
+    sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    return f"/sweep-{sweep}/{run}" if sweep and run else ""
+
+
 def cache_root() -> Path:
     """$CLLM4REC_CACHE, else ~/.cache/cllm4rec."""
     return Path(os.environ.get("CLLM4REC_CACHE", Path.home() / ".cache" / "cllm4rec"))

@@ -32,7 +32,7 @@ def prepared_dataset(data_cfg: DictConfig, *, strict: bool = True, force: bool =
     return ds, manifest
 
 
-@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+@hydra.main(config_path="conf", config_name="prepare", version_base="1.3")
 @reported
 def _main(cfg: DictConfig) -> None:
     _, manifest = prepared_dataset(cfg.data, strict=cfg.strict, force=cfg.force, cache_dir=cfg.cache_dir)

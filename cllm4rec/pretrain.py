@@ -9,7 +9,7 @@ from .errors import reported
 from .train import train
 
 
-@hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
+@hydra.main(config_path="conf", config_name="pretrain", version_base="1.3")
 @reported
 def main(cfg: DictConfig) -> None:
     train(cfg)

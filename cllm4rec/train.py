@@ -26,6 +26,7 @@ from .errors import RunError
 from .model import CLLM4Rec
 from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, Schedule
 from .prepare import prepared_dataset
+from .paths import sweep_trial
 from .runs import Run, checked_checkpoint
 from .text_init import init_from_text
 from .tuning import MODES, LoraSettings, load_trained_state, tuning_kwargs
@@ -151,6 +152,13 @@ def quiet_known_noise() -> None:
             log.addFilter(_DropTips())
 
 
+def in_a_sweep() -> bool:
+    """A Hydra multirun job or a W&B sweep agent's run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    return bool(sweep_trial()) or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+
+
 def make_logger(cfg: DictConfig):
     """W&B offline unless an API key is configured; CSV; or none (an empty logger config)."""
     lc = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None
@@ -161,6 +169,7 @@ def make_logger(cfg: DictConfig):
             lc["offline"] = not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
                                  and "api.wandb.ai" in (Path.home() / ".netrc").read_text())
         os.environ.setdefault("WANDB_SILENT", "true")
+        lc["name"] = lc.get("name") or os.path.relpath(cfg.run_dir)    # null: named after the run folder
         logger = instantiate(lc)
         # Lightning always passes anonymous=None, which wandb >= 0.19 warns about on every run
         getattr(logger, "_wandb_init", {}).pop("anonymous", None)
@@ -210,6 +219,12 @@ def train(cfg: DictConfig) -> dict:
               file=sys.stderr)
     if stage == "finetune" and sm.from_pretrained:
         source = Run(cfg.pretrained) if cfg.pretrained else run
+        shared = Run(cfg.run_root)
+        if not cfg.pretrained and in_a_sweep() and not run.embeddings_path("pretrain").exists() and \
+                shared.root.resolve() != run.root.resolve() and shared.embeddings_path("pretrain").exists():
+            source = shared     # a sweep trial: the pretraining of the run the sweep started from
+            print(f"fine-tuning from the pretraining in {shared.root} (this trial's folder has none; "
+                  f"pretrained=<run folder> picks another)", file=sys.stderr)
         tables, meta = source.load_embeddings("pretrain")
         found = {"data": meta.get("data"), "backbone": meta.get("backbone"), "users": meta.get("n_users"),
                  "items": meta.get("n_items")}
@@ -303,6 +318,8 @@ def train(cfg: DictConfig) -> dict:
                     results[part].update({f"rating_{k}": v for k, v in module.rating_metrics(part).items()})
         if "valid" in results:   # the best epoch's val/sum: the objective a sweep maximises
             results["val_sum"] = sum(results["valid"][k] for k in VAL_KEYS)
+            if isinstance(trainer.logger, pl.loggers.WandbLogger):   # what a W&B sweep maximises
+                trainer.logger.experiment.summary["val/sum_best"] = results["val_sum"]
         run.save_embeddings(stage, model.id_embeddings(), ds.user_ids, ds.item_ids,
                             {"n_users": ds.n_users, "n_items": ds.n_items, "backbone": cfg.backbone.name,
                              "data": cfg.data.name, "stage": stage, "dim": int(model.user["content"].weight.shape[1])})

@@ -79,7 +79,7 @@ def test_search_collects_a_real_optuna_sweep(tmp_path, shared_data):
                    cwd=quality.ROOT, check=True, capture_output=True)
     res = search.collect(sweep)
     space = yaml.safe_load((quality.ROOT / "conf/hparams_search/beauty_loo_optuna.yaml").read_text())
-    assert res["search_space"] == space["hydra"]["sweeper"]["params"]
+    assert res["search_space"] == space["hydra"]["sweeper"]["params"] and res["name"] == "search_beauty_loo"
     assert [t["number"] for t in res["trials"]] == [0, 1] and all(t["state"] == "complete" for t in res["trials"])
     for t in res["trials"]:
         assert t["val_sum"] == pytest.approx(sum(t["valid"][k] for k in ("recall@20", "recall@40", "ndcg@100")))

@@ -13,7 +13,18 @@ import numpy as np
 import pytest
 
 from cllm4rec.data import BadLines, DataError, Dataset
+from cllm4rec.data.readers import CSVInteractions
 from test_bad_input import amazon, lcrec, movielens, recbole, s3rec
+
+
+def own_csv(tmp, d):
+    """data=csv: 50 real ML-100K ratings as a CSV with a timestamp column, and item texts."""
+    lines = (d / "movielens_100k" / "ml-100k.inter").read_text().splitlines()[1:51]
+    (tmp / "r.csv").write_text("u,i,r,t\n" + "".join(",".join(x.split("\t")) + "\n" for x in lines))
+    items = (d / "movielens_100k" / "ml-100k.item").read_text().splitlines()[1:200]
+    (tmp / "items.csv").write_text("i,title\n" + "".join(f'{x.split(chr(9))[0]},"{x.split(chr(9))[1]}"\n' for x in items))
+    return CSVInteractions(tmp / "r.csv", user="u", item="i", rating="r", timestamp="t", item_text=tmp / "items.csv")
+
 
 READERS = {
     "recbole": lambda tmp, d: recbole(tmp, d)[0],
@@ -21,6 +32,7 @@ READERS = {
     "amazon": lambda tmp, d: amazon(tmp, d)[0],
     "s3rec": lambda tmp, d: s3rec(tmp, d)[0],
     "lcrec": lambda tmp, d: lcrec(tmp, d)[0],
+    "csv": own_csv,
 }
 CASES_PER_READER = 100
 

@@ -120,18 +120,47 @@ def _cli(*args, env=None, timeout=600):
 
 
 @pytest.mark.slow
-def test_wandb_sweep_command_runs(tmp_path, shared_data):
+def test_wandb_sweep_trials_write_their_own_folders(tmp_path, shared_data):
+    """The W&B agent's command line for two trials (the ids it sets in the environment): each
+    fine-tunes from the shared pretraining in run_root and writes a complete folder of its own."""
     sweep = yaml.safe_load((ROOT / "conf" / "sweep" / "lambda_mr.yaml").read_text())
-    assert sweep["command"][2:4] == ["-m", "cllm4rec.finetune"]
-    # one grid point, the way the W&B agent passes it: key=value arguments
-    point = [f"{k}={v['values'][0]}" for k, v in sweep["parameters"].items()]
-    common = [*TINY, "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}"]
-    pre = _cli("-m", "cllm4rec.pretrain", *common)
+    assert sweep["command"][2:4] == ["-m", "cllm4rec.finetune"] and sweep["metric"]["name"] == "val/sum_best"
+    root = tmp_path / "single"
+    common = [*TINY, "trainer.fast_dev_run=true", f"run_root={root}"]
+    pre = _cli("-m", "cllm4rec.pretrain", *common, "model.pretrain.evaluate=false")
     assert pre.returncode == 0, pre.stderr[-3000:]
-    fin = _cli("-m", "cllm4rec.finetune", *common, *point)
+    for trial, value in (("t1", 0.1), ("t2", 10.0)):
+        env = {"WANDB_SWEEP_ID": "s7", "WANDB_RUN_ID": trial}
+        fin = _cli("-m", "cllm4rec.finetune", *common, f"model.lambda_mr={value}", env=env)
+        assert fin.returncode == 0, fin.stderr[-3000:]
+        assert f"fine-tuning from the pretraining in {root}" in fin.stderr
+    for trial, value in (("t1", 0.1), ("t2", 10.0)):
+        folder = root / "sweep-s7" / trial
+        assert yaml.safe_load((folder / "config-finetune.yaml").read_text())["model"]["lambda_mr"] == value
+        assert (folder / "finetune" / "metrics.json").exists() and (folder / "finetune" / "embeddings.safetensors").exists()
+    assert not (root / "finetune").exists()      # the shared run keeps only its pretraining
+
+
+@pytest.mark.slow
+def test_a_two_trial_multirun_of_both_stages(tmp_path, shared_data):
+    sweep = ["--multirun", *TINY, "trainer.fast_dev_run=true", "model.lambda_mr=0.5,2",
+             f"hydra.sweep.dir={tmp_path / 'mr'}"]
+    pre = _cli("-m", "cllm4rec.pretrain", *sweep, "model.pretrain.evaluate=false")
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    fin = _cli("-m", "cllm4rec.finetune", *sweep)
     assert fin.returncode == 0, fin.stderr[-3000:]
-    cfg = yaml.safe_load((tmp_path / "run" / "config-finetune.yaml").read_text())
-    assert cfg["model"]["lambda_mr"] == sweep["parameters"]["model.lambda_mr"]["values"][0]
+    for job, value in ((0, 0.5), (1, 2.0)):     # the same job number: the same lambda in both stages
+        folder = tmp_path / "mr" / str(job)
+        for stage in ("pretrain", "finetune"):
+            assert yaml.safe_load((folder / f"config-{stage}.yaml").read_text())["model"]["lambda_mr"] == value
+            assert (folder / stage / "embeddings.safetensors").exists()
+
+
+def test_wandb_runs_are_named_after_their_folder(tmp_path):
+    from cllm4rec.train import make_logger
+    cfg = cfg_for("finetune", tmp_path, "logger=wandb")
+    logger = make_logger(cfg)
+    assert logger._wandb_init["name"] == os.path.relpath(tmp_path / "run")
 
 
 @pytest.mark.slow

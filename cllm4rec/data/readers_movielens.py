@@ -1,13 +1,15 @@
-"""Table readers: RecBole atomic files (TSV with typed header) and GroupLens MovieLens CSVs."""
+"""Table readers: RecBole atomic files (TSV with typed header), GroupLens MovieLens CSVs, and any
+delimited file of interactions with its columns named in the config (`data=csv`)."""
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 from collections import defaultdict
 from pathlib import Path
 
 from .dataset import Dataset
 from .errors import BadLines, DataError
-from .readers_io import SKIP, check_file, identifier, iter_lines, no_interactions, number
+from .readers_io import SKIP, check_file, identifier, iter_lines, no_interactions, number, stem
 
 
 def _header(path, first, names: list[str], required: tuple[str, ...], example: str) -> dict[str, int]:
@@ -144,8 +146,8 @@ class RecBoleAtomic:
 
 
 # ---------------------------------------------------------------------- GroupLens CSV
-def csv_table(path, bad: BadLines, required: tuple[str, ...]):
-    """Read a comma-separated file with a header (quotes handled by the csv module).
+def csv_table(path, bad: BadLines, required: tuple[str, ...], delimiter: str = ","):
+    """Read a delimited file with a header (quotes handled by the csv module).
     Returns (column -> position, rows) with rows yielding (line, values) lazily."""
     at = [0]  # line number of the last line the csv module has consumed
 
@@ -154,7 +156,7 @@ def csv_table(path, bad: BadLines, required: tuple[str, ...]):
             at[0] = n
             yield t
 
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), delimiter=delimiter)
 
     def records():
         while True:
@@ -170,7 +172,7 @@ def csv_table(path, bad: BadLines, required: tuple[str, ...]):
     recs = records()
     first = next(recs, None)
     names = [c.strip() for c in first[1]] if first else []
-    col = _header(path, first, names, required, ",".join(required))
+    col = _header(path, first, names, required, delimiter.join(required))
     return col, _rows(path, bad, recs, names)
 
 
@@ -250,3 +252,93 @@ class MovieLensCSV:
             if v[col["tag"]].strip():
                 tags[pair].append(v[col["tag"]].strip())
         return tags
+
+
+# ---------------------------------------------------------------------- your own CSV
+DELIMITERS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+
+
+def _time(value: str, path, line, field) -> int:
+    """Seconds since the epoch: a number, or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    try:
+        return int(number(value, path, line, field))
+    except DataError:
+        try:
+            t = _dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise DataError(path, f"{value!r} is neither seconds since 1970 nor an ISO 8601 date", line=line,
+                            field=field, hint=SKIP) from None
+        return int((t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)).timestamp())
+
+
+class CSVInteractions:
+    """Interactions from any delimited text file with a header line: one row per interaction,
+    the user and item columns named by `user` / `item`, optional `rating` (a number) and
+    `timestamp` (seconds or an ISO 8601 date) columns; other columns are ignored. `delimiter`:
+    one character, or tab / comma / semicolon / pipe / space. Rows keep the file's order where
+    there is no timestamp (the order leave-one-out then takes as time).
+
+    `item_text`: an optional second file (same delimiter) with an `item_text_id` column (default:
+    the `item` column's name) and the item's texts in `item_text_fields` (default: every other
+    column), e.g. title, description, categories.
+    """
+
+    def __init__(self, path, user: str = "user", item: str = "item", rating: str | None = None,
+                 timestamp: str | None = None, delimiter: str = ",", item_text=None,
+                 item_text_id: str | None = None, item_text_fields=None, name: str | None = None):
+        self.path = str(path)
+        self.user, self.item, self.rating, self.timestamp = user, item, rating, timestamp
+        self.delimiter = DELIMITERS.get(delimiter, delimiter)
+        if len(self.delimiter) != 1:
+            raise DataError(path, f"delimiter {delimiter!r} is not one character", field="delimiter",
+                            hint=f"Give one character or one of {sorted(DELIMITERS)} (data.source.delimiter)")
+        self.item_text = None if item_text is None else str(item_text)
+        self.item_text_id = item_text_id or item
+        self.item_text_fields = None if item_text_fields is None else [str(f) for f in item_text_fields]
+        self.name = name or stem(path)
+        self.notes: dict = {}
+
+    def files(self) -> list[Path]:
+        return [Path(self.path)] + ([Path(self.item_text)] if self.item_text else [])
+
+    def read(self, bad: BadLines) -> Dataset:
+        self.notes = {}
+        path = check_file(self.path)
+        optional = [c for c in (self.rating, self.timestamp) if c]
+        col, rows = csv_table(path, bad, (self.user, self.item, *optional), self.delimiter)
+        users, items, ratings, times = [], [], [], []
+        for n, v in rows:
+            try:
+                u = identifier(v[col[self.user]], path, n, self.user)
+                i = identifier(v[col[self.item]], path, n, self.item)
+                r = number(v[col[self.rating]], path, n, self.rating) if self.rating else None
+                t = _time(v[col[self.timestamp]], path, n, self.timestamp) if self.timestamp else None
+            except DataError as e:
+                bad(e)
+                continue
+            users.append(u)
+            items.append(i)
+            ratings.append(r)
+            times.append(t)
+        if not users:
+            raise no_interactions(path, bad)
+        return Dataset.from_raw(self.name, users, items, rating=ratings if self.rating else None,
+                                timestamp=times if self.timestamp else None,
+                                item_text=self._texts(set(items), bad) if self.item_text else None)
+
+    def _texts(self, used: set, bad) -> dict:
+        path = check_file(self.item_text)
+        col, rows = csv_table(path, bad, (self.item_text_id, *(self.item_text_fields or ())), self.delimiter)
+        fields = self.item_text_fields or [c for c in col if c != self.item_text_id]
+        out, unused = {}, 0
+        for n, v in rows:
+            try:
+                i = identifier(v[col[self.item_text_id]], path, n, self.item_text_id)
+            except DataError as e:
+                bad(e)
+                continue
+            unused += i not in used
+            out[i] = {f: v[col[f]].strip() for f in fields}
+        if unused:
+            self.notes["item_text_rows_without_interactions"] = unused
+        return out
