@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from .backbone import load_backbone
 from .corpus import CorpusBuilder, CorpusConfig, collate
+from .data.dataset import Dataset
 from .errors import RunError
 from .model import CLLM4Rec
 from .runs import Run
@@ -47,7 +48,8 @@ def load_trained(run: Run, stage: str = "finetune", needs: tuple[str, ...] = ())
         raise RunError(f"{path} not found: no finished {stage} stage in {run.root}; run "
                                 f"`python -m cllm4rec.{stage}` with the same data/backbone/name first")
     rcfg = OmegaConf.load(path)
-    ds, _ = prepared_dataset(rcfg.data, strict=rcfg.strict_data, needs=needs)
+    ds = run_dataset(run, needs) if run.dataset_folder().exists() else \
+        prepared_dataset(rcfg.data, strict=rcfg.strict_data, needs=needs)[0]   # folders from before data/
     tables, meta = run.load_embeddings(stage)
     if (meta.get("n_users"), meta.get("n_items")) != (ds.n_users, ds.n_items):
         raise RunError(f"{run.embeddings_path(stage)} is for {meta.get('n_users')} users / {meta.get('n_items')} "
@@ -65,6 +67,22 @@ def load_trained(run: Run, stage: str = "finetune", needs: tuple[str, ...] = ())
         raise RunError(f"{run.backbone_path(stage)} not found: the run tuned its backbone "
                                 f"(model.backbone_tuning={model.backbone_tuning}) but its weights are missing")
     return rcfg, ds, builder, model.eval()
+
+
+def run_dataset(run: Run, needs: tuple[str, ...] = ()) -> Dataset:
+    """The dataset a run folder keeps (data/), checked against the sha256 of its manifest."""
+    from .data.cache import cache_damage
+    from .data.splits import split_problems
+
+    folder = run.dataset_folder()
+    damage = cache_damage(folder)
+    if damage:
+        raise RunError(f"{folder} is damaged ({damage}): delete it to fall back on the run's data config "
+                       f"(the raw files must then be there), or copy the run folder again")
+    problems = split_problems(json.loads((folder / "manifest.json").read_text())["split"], needs)
+    if problems:
+        raise RunError(f"{folder}: " + "; ".join(problems))
+    return Dataset.load(folder)
 
 
 class Recommender:

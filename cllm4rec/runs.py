@@ -10,6 +10,9 @@
         <stage>/history.json                  per-epoch mean losses and validation metrics
         evaluation.json, evaluation.md        model vs baselines (python -m cllm4rec.evaluate)
         id_maps.json                          user/item index -> raw id
+        data/                                 the prepared dataset the run trained on (id maps, split,
+                                              texts, manifest with sha256): evaluate and recommend
+                                              read it, so a copied folder serves without the raw data
         plot.png                              losses and validation metrics (evaluation stage)
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import tempfile
 import zipfile
 from importlib import metadata
@@ -94,7 +98,25 @@ class Run:
     def embeddings_path(self, stage: str) -> Path:
         return self.stage_dir(stage) / "embeddings.safetensors"
 
+    def dataset_folder(self) -> Path:
+        return self.root / "data"
+
     # ------------------------------------------------------------------ writing
+    def keep_dataset(self, prepared: str | os.PathLike) -> None:
+        """Copy the prepared dataset (a cache folder) into the run, once per dataset key."""
+        prepared, dest = Path(prepared), self.dataset_folder()
+        manifest = json.loads((prepared / "manifest.json").read_text())
+        if (dest / "manifest.json").exists() and json.loads((dest / "manifest.json").read_text()).get("key") == manifest["key"]:
+            return
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".data-"))
+        try:
+            shutil.copytree(prepared, tmp, dirs_exist_ok=True)
+            if dest.exists():
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def write_config(self, stage: str, yaml_text: str, manifest: dict) -> None:
         _atomic_write(self.root / f"config-{stage}.yaml", yaml_text)
         _atomic_write(self.root / f"manifest-{stage}.json",

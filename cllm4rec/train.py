@@ -245,6 +245,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("compile"):
         model.compile_body()
     run.write_config(stage, OmegaConf.to_yaml(cfg, resolve=True), {**manifest, "seed": cfg.seed})
+    run.keep_dataset(manifest["cache"]["folder"])
 
     schedule = Schedule(stage=stage, content_warmup_epochs=m.pretrain.content_warmup_epochs,
                         finetune_content=bool(m.finetune.content_alongside), finetune_rating=corpus_cfg.rating,

@@ -195,3 +195,22 @@ def test_a_damaged_embeddings_file_is_named_not_a_traceback(run_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "cllm4rec.recommend", str(copy), "--user", "1"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and str(emb) in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_copied_run_folder_serves_without_the_data(run_dir, recommender, tmp_path, monkeypatch):
+    import shutil
+    import cllm4rec.prepare
+    from cllm4rec.errors import RunError
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run_dir, copy)
+    monkeypatch.setenv("CLLM4REC_DATA_CACHE", str(tmp_path / "no-cache"))     # no prepared data here...
+
+    def no_raw_data(*args, **kwargs):
+        raise AssertionError("serving a copied run folder must not read the raw data")
+    monkeypatch.setattr(cllm4rec.prepare, "prepared_dataset", no_raw_data)    # ...and no raw files read
+    moved = Recommender.from_run(copy)
+    user = recommender.ds.user_ids[3]
+    assert moved.recommend(user=user, k=10) == recommender.recommend(user=user, k=10)
+    (copy / "data" / "id_maps.json").write_text("{}")
+    with pytest.raises(RunError, match=r"data is damaged \(id_maps.json differs"):
+        Recommender.from_run(copy)
