@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .metrics import evaluate
+from .progress import Progress
 
 __all__ = ["Popularity", "EASE", "MultiVAE", "select_ease_l2", "MeanRating", "BiasRating"]
 
@@ -130,11 +131,14 @@ def select_ease_l2(train, valid, grid=(50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0
     gram = _gram(x)
     results: dict[float, float] = {}
     best = None
+    progress = Progress(len(grid), "EASE (l2 on validation)", unit="fits")
     for l2 in sorted(float(v) for v in grid):
         model = EASE(l2).fit(x, gram=gram)
         results[l2] = evaluate(model.score, x, valid, ks=(int(k),), metrics=(name,), **eval_kwargs)[metric]
+        progress.update(1, l2=l2, **{metric: results[l2]})
         if best is None or results[l2] > results[best.l2]:
             best = model
+    progress.close()
     return best, results
 
 
@@ -201,6 +205,7 @@ class MultiVAE(_Baseline):
         active = np.flatnonzero(np.diff(x.indptr) > 0)              # users with training items
         metric, k = self.valid_metric.split("@")
         updates, best, best_epoch, best_state = 0, -math.inf, -1, None
+        progress = Progress(self.max_epochs, "Multi-VAE", unit="epochs")
         for epoch in range(self.max_epochs):
             self.net.train()
             nll_sum = kl_sum = 0.0
@@ -223,12 +228,15 @@ class MultiVAE(_Baseline):
                 self.net.eval()
                 entry[f"valid_{self.valid_metric}"] = value = evaluate(
                     self.score, x, valid, ks=(int(k),), metrics=(metric,))[self.valid_metric]
+            progress.update(1, **{k: v for k, v in entry.items() if k.startswith("valid_")})
+            if valid is not None:
                 if value > best:
                     best, best_epoch, best_state = value, epoch, copy.deepcopy(self.net.state_dict())
                 elif epoch - best_epoch >= self.patience:
                     self.log.append(entry)
                     break
             self.log.append(entry)
+        progress.close()
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.best_epoch = best_epoch if valid is not None else self.max_epochs - 1

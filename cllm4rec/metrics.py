@@ -35,6 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .progress import Progress
+
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # LongTensor[B] user indices -> FloatTensor[B, n_items]
 
 FULL_METRICS = ("recall", "recall_full", "ndcg", "hr", "precision", "mrr", "mrr_full")
@@ -135,7 +137,7 @@ def _ks(ks: Iterable[int]) -> list[int]:
 def evaluate(score_fn: ScoreFn, seen: sp.spmatrix, target: sp.spmatrix, ks: Iterable[int] = (20, 40, 100),
              metrics: Iterable[str] = ("recall", "ndcg"), *, users=None,
              max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, batch_size: int | None = None,
-             device: str | torch.device = "cpu") -> dict[str, float]:
+             device: str | torch.device = "cpu", label: str | None = None) -> dict[str, float]:
     """Full-catalogue ranking metrics (definitions in the module docstring).
 
     score_fn:  LongTensor[B] of user indices -> [B, n_items] scores (any float dtype, on any
@@ -148,6 +150,7 @@ def evaluate(score_fn: ScoreFn, seen: sp.spmatrix, target: sp.spmatrix, ks: Iter
     users:     the user indices to evaluate (default: all rows); those without targets are skipped.
     max_batch_bytes / batch_size: the evaluator never holds more than one batch of dense
                scores; the batch size is derived from the byte bound unless given.
+    label:     show progress under this name (progress.py: a bar, or a log line a minute).
     Returns the metric means plus "n_users_evaluated" and "n_users_skipped".
     """
     seen, target = _csr(seen, "seen"), _csr(target, "target")
@@ -176,6 +179,7 @@ def evaluate(score_fn: ScoreFn, seen: sp.spmatrix, target: sp.spmatrix, ks: Iter
     sums = {m: {k: 0.0 for k in ks} for m in metrics if m != "mrr_full"}
     mrr_full_sum = 0.0
 
+    progress = Progress(len(evaluated), label, unit="users") if label else None
     for start in range(0, len(evaluated), bs):
         u = evaluated[start:start + bs]
         u_t = torch.as_tensor(u, dtype=torch.long)
@@ -213,6 +217,10 @@ def evaluate(score_fn: ScoreFn, seen: sp.spmatrix, target: sp.spmatrix, ks: Iter
         if "mrr_full" in metrics:
             mrr_full_sum += _mrr_full_batch(keys, hittable, u)
         del keys
+        if progress:
+            progress.update(len(u))
+    if progress:
+        progress.close()
 
     n = len(evaluated)
     out: dict[str, float] = {}

@@ -21,6 +21,7 @@ stateful iterable: a checkpoint taken mid-epoch resumes at the next batch with t
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -29,6 +30,7 @@ import torch
 
 from . import metrics
 from .corpus import CorpusBuilder, Documents, LengthBucketSampler, collate
+from .progress import Progress
 from .errors import RunError
 from .model import CLLM4Rec
 
@@ -79,6 +81,22 @@ class EpochBatches:
     def load_state_dict(self, state: dict) -> None:
         if state.get("epoch") == self.epoch:
             self.start = int(state["done"])
+
+
+class PlainProgress(pl.Callback):
+    """Training progress as plain lines for a log file (Lightning's bar writes only carriage
+    returns there): one line at most every CLLM4REC_PROGRESS_EVERY seconds."""
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        n = trainer.num_training_batches
+        self.progress = Progress(n if isinstance(n, int) else 0, f"{module.schedule.stage} epoch {trainer.current_epoch}",
+                                 unit="batches")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        self.progress.update(1, **({"loss": float(loss)} if loss is not None else {}))
 
 
 class CorpusData(pl.LightningDataModule):
@@ -281,7 +299,8 @@ class CLLM4RecModule(pl.LightningModule):
     def ranking_metrics(self, part: str) -> dict[str, float]:
         ds = self.builder.ds
         return metrics.evaluate_split(lambda u: self.score_users(u, part), ds, part,
-                                      max_batch_bytes=self.max_eval_bytes, device=self.device)
+                                      max_batch_bytes=self.max_eval_bytes, device=self.device,
+                                      label=f"ranking the {part} users")
 
     def validation_step(self, batch, batch_idx):
         res = self.ranking_metrics("valid")

@@ -56,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .metrics import evaluate_split
+from .progress import Progress
 
 __all__ = ["SASRec"]
 
@@ -294,13 +295,17 @@ class SASRec:
             t0 = time.perf_counter()
             self.net.train()
             loss_sum, n_pos = 0.0, 0
-            for rows in self._batches(rng):
+            batches = self._batches(rng)
+            progress = Progress(len(batches), f"SASRec epoch {epoch}", unit="batches")
+            for rows in batches:
                 loss, n = self._loss(rows, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * n
                 n_pos += n
+                progress.update(1)
+            progress.close()
             entry = {"epoch": epoch, "loss": loss_sum / max(n_pos, 1), "train_seconds": time.perf_counter() - t0}
             out_of_time = self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds
             last = epoch == self.max_epochs - 1 or out_of_time

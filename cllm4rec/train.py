@@ -24,7 +24,7 @@ from .backbone import load_backbone
 from .corpus import CorpusBuilder, CorpusConfig
 from .errors import RunError
 from .model import CLLM4Rec
-from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, Schedule
+from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, PlainProgress, Schedule
 from .prepare import prepared_dataset
 from .paths import sweep_trial
 from .runs import Run, checked_checkpoint
@@ -288,6 +288,8 @@ def train(cfg: DictConfig) -> dict:
                       pl.callbacks.EarlyStopping(monitor="val/sum", mode="max", patience=sm.patience)]
     else:
         trainer_cfg["limit_val_batches"] = 0
+    if not sys.stderr.isatty():     # a log file: plain progress lines instead of the bar's carriage returns
+        callbacks.append(PlainProgress())
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=make_logger(cfg),
                           default_root_dir=str(run.stage_dir(stage)), reload_dataloaders_every_n_epochs=1,
                           use_distributed_sampler=False)
