@@ -126,11 +126,13 @@ def test_wandb_sweep_trials_write_their_own_folders(tmp_path, shared_data):
     sweep = yaml.safe_load((ROOT / "conf" / "sweep" / "lambda_mr.yaml").read_text())
     assert sweep["command"][2:4] == ["-m", "cllm4rec.finetune"] and sweep["metric"]["name"] == "val/sum_best"
     root = tmp_path / "single"
-    common = [*TINY, "trainer.fast_dev_run=true", f"run_root={root}"]
-    pre = _cli("-m", "cllm4rec.pretrain", *common, "model.pretrain.evaluate=false")
+    pre = _cli("-m", "cllm4rec.pretrain", *TINY, "trainer.fast_dev_run=true", f"run_root={root}",
+               "model.pretrain.evaluate=false")
     assert pre.returncode == 0, pre.stderr[-3000:]
+    # W&B offline, with a short real epoch (fast_dev_run would switch the logger off)
+    common = [*(o for o in TINY if not o.startswith("logger=")), "logger=wandb", "+trainer.limit_train_batches=2", "model.finetune.epochs=1", f"run_root={root}"]
     for trial, value in (("t1", 0.1), ("t2", 10.0)):
-        env = {"WANDB_SWEEP_ID": "s7", "WANDB_RUN_ID": trial}
+        env = {"WANDB_SWEEP_ID": "s7", "WANDB_RUN_ID": trial, "WANDB_MODE": "offline"}
         fin = _cli("-m", "cllm4rec.finetune", *common, f"model.lambda_mr={value}", env=env)
         assert fin.returncode == 0, fin.stderr[-3000:]
         assert f"fine-tuning from the pretraining in {root}" in fin.stderr
@@ -138,6 +140,9 @@ def test_wandb_sweep_trials_write_their_own_folders(tmp_path, shared_data):
         folder = root / "sweep-s7" / trial
         assert yaml.safe_load((folder / "config-finetune.yaml").read_text())["model"]["lambda_mr"] == value
         assert (folder / "finetune" / "metrics.json").exists() and (folder / "finetune" / "embeddings.safetensors").exists()
+        (record,) = folder.glob(f"wandb/offline-run-*-{trial}/run-{trial}.wandb")     # W&B's own offline record
+        raw = record.read_bytes()
+        assert os.path.relpath(folder, ROOT).encode() in raw and b"val/sum_best" in raw   # its name, its summary
     assert not (root / "finetune").exists()      # the shared run keeps only its pretraining
 
 
