@@ -70,6 +70,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     timings = {}
     for name, bcfg in (cfg.baselines or {}).items():
         t0 = time.perf_counter()
+        print(f"fitting {name} on the training part", file=sys.stderr, flush=True)   # EASE's solve has no steps to show
         model = instantiate(bcfg)
         if hasattr(model, "fit_dataset"):   # a sequence model (SASRec): time order; test input = train + valid
             scorers[name] = model.fit_dataset(ds).scorer("test")
@@ -83,7 +84,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
             # every sampled user has a test item, so retrieval scores it: one scoring pass serves both
             recorder = metrics.CandidateRecorder(score, users, cand)
             rows[name] = metrics.evaluate(recorder, seen, target, RETRIEVAL_KS, ("recall", "ndcg", "hr", "mrr"),
-                                          max_batch_bytes=m.max_eval_bytes)
+                                          max_batch_bytes=m.max_eval_bytes, label=f"{name}: ranking the test users")
             sampled[name] = recorder.sampled(cfg.sampled.ks)
         print(f"{name}: recall@20 {rows[name]['recall@20']:.4f}", file=sys.stderr)
 

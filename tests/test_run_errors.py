@@ -92,3 +92,13 @@ def test_a_split_without_validation_prepares_with_a_warning_and_finetuning_stops
     fin = subprocess.run([sys.executable, "-m", "cllm4rec.finetune", *TINY, *data, "model.finetune.from_pretrained=false",
                           f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True, cwd=ROOT)
     assert fin.returncode == 2 and fin.stderr.startswith("error: ") and "Traceback" not in fin.stderr, fin.stderr[-2000:]
+
+
+def test_an_evaluation_with_no_test_users_is_refused(tmp_path, shared_data):
+    from cllm4rec.prepare import prepared_dataset
+    data = sequences(tmp_path / "one.txt", [f"{u} {u % 7 + 1}" for u in range(1, 31)])
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=data)
+    prepared_dataset(cfg.data)                              # preparing alone is allowed (it warns in the CLI)
+    with pytest.raises(DataError, match="no user with both training and test interactions.*evaluation"):
+        prepared_dataset(cfg.data, needs=("test",))
