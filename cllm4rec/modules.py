@@ -87,14 +87,15 @@ class PlainProgress(pl.Callback):
     """Training progress as plain lines for a log file (Lightning's bar writes only carriage
     returns there): one line at most every CLLM4REC_PROGRESS_EVERY seconds."""
 
-    def on_train_epoch_start(self, trainer, module) -> None:
-        n = trainer.num_training_batches
-        self.progress = Progress(n if isinstance(n, int) else 0, f"{module.schedule.stage} epoch {trainer.current_epoch}",
-                                 unit="batches")
+    epoch = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if not trainer.is_global_zero:
             return
+        if self.epoch != trainer.current_epoch:     # per epoch (a resumed epoch never calls on_train_epoch_start)
+            self.epoch, n = trainer.current_epoch, trainer.num_training_batches
+            self.progress = Progress(n if isinstance(n, int) else 0, f"{module.schedule.stage} epoch {self.epoch}",
+                                     unit="batches")
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self.progress.update(1, **({"loss": float(loss)} if loss is not None else {}))
 
