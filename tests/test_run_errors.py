@@ -8,22 +8,12 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from cllm4rec.data import DataError
 from cllm4rec.errors import RunError
 from cllm4rec.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["experiment=tiny", "trainer=cpu", "logger=none", "trainer.enable_progress_bar=false"]
-
-
-def cfg_for(stage, run_dir, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name=stage, overrides=[*TINY, *overrides])
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-    return cfg
+from test_train import CONF, ROOT, TINY, cfg_for    # cfg_for(stage, folder, ...): the run is <folder>/run
 
 
 def sequences(path: Path, lines: list[str]) -> list[str]:
@@ -39,7 +29,7 @@ def text_free(tmp_path_factory, shared_data):
     tmp = tmp_path_factory.mktemp("textfree")
     real = (shared_data / "amazon_s3rec_splits" / "Beauty.txt").read_text().splitlines()[:150]
     data = sequences(tmp / "Beauty.txt", real)
-    results = train(cfg_for("pretrain", tmp / "run", *data, "model.pretrain.epochs=2",
+    results = train(cfg_for("pretrain", tmp, *data, "model.pretrain.epochs=2",
                             "model.pretrain.evaluate=false"))
     return tmp / "run", data, results
 
@@ -55,14 +45,14 @@ def test_data_without_texts_trains_the_collaborative_side(text_free, capsys):
 def test_a_stage_with_no_documents_is_an_error(text_free, tmp_path):
     _, data, _ = text_free
     with pytest.raises(RunError, match=r"pretrain epoch 0 \(steps \['L'\]\) has no training documents"):
-        train(cfg_for("pretrain", tmp_path / "run", *data, "corpus.collaborative=false"))
+        train(cfg_for("pretrain", tmp_path, *data, "corpus.collaborative=false"))
     assert not (tmp_path / "run" / "pretrain" / "embeddings.safetensors").exists()
 
 
 def test_finetune_from_another_datasets_pretraining_is_refused(text_free, tmp_path, shared_data):
     run, _, _ = text_free
     with pytest.raises(RunError, match=r"was pretrained for \{'data': 'beauty'.*this fine-tuning is for \{'data': 'ml100k'"):
-        train(cfg_for("finetune", tmp_path / "run", f"pretrained={run}", "trainer.fast_dev_run=true"))
+        train(cfg_for("finetune", tmp_path, f"pretrained={run}", "trainer.fast_dev_run=true"))
 
 
 @pytest.mark.parametrize("stage, name, message", [
@@ -77,7 +67,7 @@ def test_a_cut_run_file_is_named_and_nothing_starts_over(text_free, tmp_path, st
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     before = sorted(p.name for p in (copy / "pretrain").iterdir())
     with pytest.raises(RunError, match=message):
-        train(cfg_for(stage, copy, *data, "resume=true", "model.pretrain.epochs=3", "trainer.fast_dev_run=true"))
+        train(cfg_for(stage, tmp_path, *data, "resume=true", "model.pretrain.epochs=3", "trainer.fast_dev_run=true"))
     assert sorted(p.name for p in (copy / "pretrain").iterdir()) == before
 
 
@@ -88,7 +78,7 @@ def test_a_split_without_validation_prepares_with_a_warning_and_finetuning_stops
     assert prep.returncode == 0, prep.stderr[-2000:]
     assert "warning: the split has no user with both training and valid interactions" in prep.stderr
     with pytest.raises(DataError, match="no user with both training and valid.*user_core"):
-        train(cfg_for("finetune", tmp_path / "run", *data, "model.finetune.from_pretrained=false"))
+        train(cfg_for("finetune", tmp_path, *data, "model.finetune.from_pretrained=false"))
     fin = subprocess.run([sys.executable, "-m", "cllm4rec.finetune", *TINY, *data, "model.finetune.from_pretrained=false",
                           f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True, cwd=ROOT)
     assert fin.returncode == 2 and fin.stderr.startswith("error: ") and "Traceback" not in fin.stderr, fin.stderr[-2000:]
@@ -97,7 +87,7 @@ def test_a_split_without_validation_prepares_with_a_warning_and_finetuning_stops
 def test_an_evaluation_with_no_test_users_is_refused(tmp_path, shared_data):
     from cllm4rec.prepare import prepared_dataset
     data = sequences(tmp_path / "one.txt", [f"{u} {u % 7 + 1}" for u in range(1, 31)])
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=data)
     prepared_dataset(cfg.data)                              # preparing alone is allowed (it warns in the CLI)
     with pytest.raises(DataError, match="no user with both training and test interactions.*evaluation"):

@@ -176,6 +176,33 @@ def csv_table(path, bad: BadLines, required: tuple[str, ...], delimiter: str = "
     return col, _rows(path, bad, recs, names)
 
 
+def _seconds(value, path, line, field) -> int:
+    return int(number(value, path, line, field))
+
+
+def interaction_rows(path, rows, col, bad, user: str, item: str, rating: str | None = None,
+                     timestamp: str | None = None, time=_seconds):
+    """(users, items, ratings, times) from a table's (line, values) rows; a bad row goes to `bad`;
+    ratings / times are None per row where their column is not given. No row left: DataError."""
+    users, items, ratings, times = [], [], [], []
+    for n, v in rows:
+        try:
+            u = identifier(v[col[user]], path, n, user)
+            i = identifier(v[col[item]], path, n, item)
+            r = number(v[col[rating]], path, n, rating) if rating else None
+            t = time(v[col[timestamp]], path, n, timestamp) if timestamp else None
+        except DataError as e:
+            bad(e)
+            continue
+        users.append(u)
+        items.append(i)
+        ratings.append(r)
+        times.append(t)
+    if not users:
+        raise no_interactions(path, bad)
+    return users, items, ratings, times
+
+
 class MovieLensCSV:
     """A GroupLens MovieLens CSV folder (ml-latest-small, ml-25m, ...): ratings.csv,
     movies.csv, optional tags.csv.
@@ -200,22 +227,8 @@ class MovieLensCSV:
         folder = Path(self.path)
         ratings_csv = folder / "ratings.csv"
         col, rows = csv_table(ratings_csv, bad, ("userId", "movieId", "rating", "timestamp"))
-        users, items, ratings, times = [], [], [], []
-        for n, v in rows:
-            try:
-                u = identifier(v[col["userId"]], ratings_csv, n, "userId")
-                i = identifier(v[col["movieId"]], ratings_csv, n, "movieId")
-                r = number(v[col["rating"]], ratings_csv, n, "rating")
-                t = int(number(v[col["timestamp"]], ratings_csv, n, "timestamp"))
-            except DataError as e:
-                bad(e)
-                continue
-            users.append(u)
-            items.append(i)
-            ratings.append(r)
-            times.append(t)
-        if not users:
-            raise no_interactions(ratings_csv, bad)
+        users, items, ratings, times = interaction_rows(ratings_csv, rows, col, bad, "userId", "movieId",
+                                                        "rating", "timestamp")
         interaction_text = {}
         if (folder / "tags.csv").exists():
             tags = self._tags(folder / "tags.csv", bad)
@@ -261,7 +274,7 @@ DELIMITERS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": 
 def _time(value: str, path, line, field) -> int:
     """Seconds since the epoch: a number, or an ISO 8601 date/time (UTC unless it says otherwise)."""
     try:
-        return int(number(value, path, line, field))
+        return _seconds(value, path, line, field)
     except DataError:
         try:
             t = _dt.datetime.fromisoformat(value.strip())
@@ -306,22 +319,8 @@ class CSVInteractions:
         path = check_file(self.path)
         optional = [c for c in (self.rating, self.timestamp) if c]
         col, rows = csv_table(path, bad, (self.user, self.item, *optional), self.delimiter)
-        users, items, ratings, times = [], [], [], []
-        for n, v in rows:
-            try:
-                u = identifier(v[col[self.user]], path, n, self.user)
-                i = identifier(v[col[self.item]], path, n, self.item)
-                r = number(v[col[self.rating]], path, n, self.rating) if self.rating else None
-                t = _time(v[col[self.timestamp]], path, n, self.timestamp) if self.timestamp else None
-            except DataError as e:
-                bad(e)
-                continue
-            users.append(u)
-            items.append(i)
-            ratings.append(r)
-            times.append(t)
-        if not users:
-            raise no_interactions(path, bad)
+        users, items, ratings, times = interaction_rows(path, rows, col, bad, self.user, self.item, self.rating,
+                                                        self.timestamp, time=_time)
         return Dataset.from_raw(self.name, users, items, rating=ratings if self.rating else None,
                                 timestamp=times if self.timestamp else None,
                                 item_text=self._texts(set(items), bad) if self.item_text else None)
