@@ -161,6 +161,7 @@ def one_seed(args, seed: int, folder: Path) -> dict:
             "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "loss_seq", "val_recall@20",
                                                     "val_recall@40", "val_ndcg@100") if k in e} for e in hist],
             "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),
+            **({"cold_items": ev["cold_items"]} if "cold_items" in ev else {}),
             "split": ev["split"], "data": ev["data"], "backbone": ev["backbone"]}
 
 
@@ -197,6 +198,10 @@ def main() -> None:
            "protocol": runs[0]["split"], "data": runs[0]["data"], "backbone": runs[0]["backbone"],
            "summary": summary(runs, "retrieval"), "summary_sampled": summary(runs, "ranking_sampled"),
            "runs": runs, "wall_minutes": round((time.perf_counter() - t0) / 60, 1)}
+    if "cold_items" in runs[0]:     # a cold_items split: the views of cllm4rec.evaluate, each summarised
+        views = [v for v in runs[0]["cold_items"]["views"]]
+        out["summary_cold_items"] = {v: summary([{"view": r["cold_items"][v]} for r in runs], "view") for v in views}
+        out["cold_views"] = runs[0]["cold_items"]["views"]
     if reused:
         out["reused_seeds"] = reused
     path = write_json(path, out)
@@ -204,6 +209,10 @@ def main() -> None:
     for row, m in out["summary"].items():
         print(f"{row:>12}: " + "  ".join(f"{k} {m[k]['mean']:.4f}±{m[k]['std']:.4f}"
                                           for k in ("recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10") if k in m))
+    for view, rows in out.get("summary_cold_items", {}).items():
+        for row, m in rows.items():
+            print(f"{view} {row:>12}: recall@20 {m['recall@20']['mean']:.4f}±{m['recall@20']['std']:.4f}  "
+                  f"ndcg@20 {m['ndcg@20']['mean']:.4f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,14 @@ items for test. `valid` is used only for model selection (early stopping, the EA
   n_items -> 600 -> 2 x 200 (mean, log-variance), decoder 200 -> 600 -> n_items, tanh,
   L2-normalised input with dropout 0.5, KL weight annealed linearly to beta_max = 0.2.
 
+Item-text baselines (`fit_dataset(ds) -> self`, then the same `score(users)`), the only peers
+that can rank items nobody interacted with (the cold_items split):
+- RandomScores: a seeded uniform score per (user, item): the floor where popularity has no counts.
+- TextKNN: TF-IDF over each item's description (scikit-learn; sublinear tf, English stop words),
+  a user's profile the mean of their training items' unit vectors, score = cosine(profile, item).
+- BackboneKNN: the same with the backbone's own text vectors (mean last hidden state, centred):
+  what the LLM's reading of the text alone gives, without any training.
+
 Rating prediction (`fit(users, items, ratings)`, `predict(users, items)`):
 - MeanRating: the global mean training rating for every pair.
 - BiasRating: r_ui ~ mu + b_u + b_i, ridge-regularised (l2 on b), fitted by alternating
@@ -31,7 +39,8 @@ import torch.nn.functional as F
 from .metrics import evaluate
 from .progress import Progress
 
-__all__ = ["Popularity", "EASE", "MultiVAE", "select_ease_l2", "MeanRating", "BiasRating"]
+__all__ = ["Popularity", "EASE", "MultiVAE", "select_ease_l2", "RandomScores", "TextKNN", "BackboneKNN",
+           "MeanRating", "BiasRating"]
 
 
 def _binary_csr(m, name: str = "train") -> sp.csr_matrix:
@@ -72,6 +81,10 @@ class _Baseline:
     def __call__(self, users) -> torch.Tensor:
         return self.score(users)
 
+    def scorer(self, part: str = "test"):
+        """The score_fn for any part: a user is scored from their training row (the protocol above)."""
+        return self.score
+
 
 # ---------------------------------------------------------------------------- Popularity
 class Popularity(_Baseline):
@@ -85,6 +98,73 @@ class Popularity(_Baseline):
     def score(self, users) -> torch.Tensor:
         u = self._rows(users)
         return self.counts.expand(len(u), -1).clone()              # [B, n_items]
+
+
+# ---------------------------------------------------------------------------- item text
+class RandomScores(_Baseline):
+    """A uniform random score per (user, item), the same for a user in every batch (seeded per user)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, train, valid=None) -> "RandomScores":
+        self._set_history(train)
+        return self
+
+    def fit_dataset(self, ds) -> "RandomScores":
+        return self.fit(ds.matrix("train"))
+
+    def score(self, users) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.random.default_rng([self.seed, int(u)]).random(self.n_items, np.float32)
+                                          for u in self._rows(users)]).reshape(-1, self.n_items))
+
+
+class _TextProfiles(_Baseline):
+    """Unit item vectors [J, D] (sparse or dense); a user's profile is the mean of their training items'."""
+
+    def _fit_vectors(self, ds, vectors) -> "_TextProfiles":
+        x = self._set_history(ds.matrix("train"))
+        self.vectors = vectors
+        self.profiles = sp.diags(1.0 / np.maximum(np.asarray(x.sum(1)).reshape(-1), 1.0)) @ x @ vectors  # [U, D]
+        return self
+
+    def score(self, users) -> torch.Tensor:
+        s = self.profiles[self._rows(users)] @ self.vectors.T        # [B, J]; the profile's norm does not rank
+        return torch.from_numpy(np.asarray(s.toarray() if sp.issparse(s) else s, np.float32))
+
+
+def _descriptions(ds, fields=None) -> list[str]:
+    from .cold_items import item_descriptions
+    if not ds.item_text:
+        raise ValueError(f"dataset {ds.name!r} has no item texts: the text baselines need them")
+    return item_descriptions(ds.item_text, range(ds.n_items), fields)
+
+
+class TextKNN(_TextProfiles):
+    def __init__(self, fields: list | None = None, sublinear_tf: bool = True, stop_words: str | None = "english"):
+        self.fields, self.sublinear_tf, self.stop_words = fields, sublinear_tf, stop_words
+
+    def fit_dataset(self, ds) -> "TextKNN":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        tfidf = TfidfVectorizer(sublinear_tf=self.sublinear_tf, stop_words=self.stop_words)   # rows l2-normalised
+        return self._fit_vectors(ds, tfidf.fit_transform(_descriptions(ds, self.fields)).astype(np.float32))
+
+
+class BackboneKNN(_TextProfiles):
+    def __init__(self, backbone: str, fields: list | None = None, max_tokens: int = 128, seed: int = 0):
+        self.backbone, self.fields, self.max_tokens, self.seed = backbone, fields, max_tokens, seed
+
+    def fit_dataset(self, ds) -> "BackboneKNN":
+        from .backbone import load_backbone
+        from .text_init import text_vectors
+        model, tokenizer = load_backbone(self.backbone, seed=self.seed)
+        enc = tokenizer(_descriptions(ds, self.fields), add_special_tokens=False)["input_ids"]
+        offsets = np.concatenate([[0], np.cumsum([len(t) for t in enc])]).astype(np.int64)
+        tokens = np.asarray([t for ids in enc for t in ids], np.int64)
+        v = text_vectors(model, tokens, offsets, self.max_tokens).numpy()
+        v = v - v.mean(0, keepdims=True)            # an LLM's states share one large direction
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return self._fit_vectors(ds, v.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------- EASE

@@ -810,14 +810,16 @@ class CorpusBuilder:
         return self._docs("mim", tokens, offsets, plen, users)
 
     def _negatives(self, users: np.ndarray, rng) -> np.ndarray:
-        """One item per user, uniform over items the user never interacted with (any split)."""
+        """One item per user, uniform over the warm items the user never interacted with (any split)."""
         J = self.ds.n_items
+        cold = self.ds.cold_items if self.ds.cold_items is not None else np.zeros(J, bool)
         neg = rng.integers(0, J, len(users))
         todo = np.arange(len(users))
         for _ in range(1000):
             keys = users[todo] * J + neg[todo]
             pos = np.searchsorted(self._pair_keys, keys)
             hit = (pos < len(self._pair_keys)) & (self._pair_keys[np.minimum(pos, len(self._pair_keys) - 1)] == keys)
+            hit |= cold[neg[todo]]
             todo = todo[hit]
             if not len(todo):
                 return neg
@@ -826,8 +828,9 @@ class CorpusBuilder:
 
     def _bpr(self, rng) -> Documents:
         self._room(self.t_bpr, "bpr")
-        n_all = np.bincount(self.ds.user, minlength=self.ds.n_users)
-        users = np.flatnonzero((self.train_count > 0) & (n_all < self.ds.n_items))
+        warm = self.ds.warm_items()
+        n_warm = np.bincount(self.ds.user[np.isin(self.ds.item, warm)], minlength=self.ds.n_users)
+        users = np.flatnonzero((self.train_count > 0) & (n_warm < len(warm)))   # a negative exists
         # one training item per user, uniformly
         pick = (rng.random(len(users)) * self.train_count[users]).astype(np.int64)
         pos = self.train_item[self.train_ptr[users] + pick]
@@ -921,10 +924,10 @@ class CorpusBuilder:
                 tpl = c.interaction_text_templates.get(f, c.interaction_text_fallback)
                 out.append(self._table(f, texts, ds.user[rows], ds.item[rows], tpl, {"user", "item"}, kind))
         elif kind == "item_text":
-            items = np.arange(ds.n_items)
+            items = ds.warm_items()              # a cold item's text waits for serving (cold_items.py)
             for f in self._fields(ds.item_text, c.item_text_fields, kind):
                 tpl = c.item_text_templates.get(f, c.item_text_fallback)
-                out.append(self._table(f, ds.item_text[f], None, items, tpl, {"item"}, kind))
+                out.append(self._table(f, [ds.item_text[f][j] for j in items], None, items, tpl, {"item"}, kind))
         elif kind == "user_text":
             users = np.arange(ds.n_users)
             fields = self._fields(ds.user_text, c.user_text_fields, kind)

@@ -12,6 +12,13 @@ Tasks:
   ranking    SAMPLED protocol: one held-out test item per user (leave-one-out: the item; random
              splits: one of the user's test items drawn with `sampled.seed`) against
              `sampled.n_negatives` items the user never interacted with, drawn with the same seed
+  cold items on a cold_items split (data.split.protocol=cold_items): the held-out items' rows come
+             from their text (cold_items.py: `projection`, the CLLM4Rec row, and `text`), then four
+             views, each labelled: catalogue (all items, all test items; the retrieval table),
+             cold (only the cold items ranked, their test interactions the targets), cold in
+             catalogue (all items ranked, cold targets) and warm (warm items, warm targets). The
+             item-text baselines (`cold_baselines`: random, TF-IDF k-NN, backbone k-NN) join them;
+             ID-only baselines cannot rank a cold item and appear in the warm and catalogue views
   rating     when the run trained rating documents (corpus.rating): RMSE / MAE of the expected
              rating on the test part's rated pairs vs the global mean and user+item biases
 Writes <run>/evaluation.json, evaluation.md and plot.png (training curves and the test bars).
@@ -38,6 +45,43 @@ from .runs import Run
 from .train import checked_model_config, results_table
 
 RETRIEVAL_KS = (5, 10, 20, 40, 100)   # 5 and 10: the leave-one-out rows of method.md
+COLD_VIEWS = {"cold": "only the cold items ranked; targets: the users' cold test items",
+              "cold_in_catalogue": "every item ranked; targets: the users' cold test items",
+              "warm": "only the warm items ranked; targets: the users' warm test items"}
+
+
+class _RowCache:
+    """A score_fn that scores each user once and keeps the row ([U, J] float32 at most): the cold
+    views rank the same users' scores over other columns."""
+
+    def __init__(self, score_fn):
+        self.score_fn, self.rows = score_fn, {}
+
+    def __call__(self, users: torch.Tensor) -> torch.Tensor:   # [B] -> [B, J] on the CPU
+        todo = [u for u in users.tolist() if u not in self.rows]
+        if todo:
+            self.rows.update(zip(todo, self.score_fn(torch.as_tensor(todo)).float().cpu()))
+        return torch.stack([self.rows[u] for u in users.tolist()])
+
+
+def cold_views(scorers: dict, ds, seen, target, cold_capable: set, max_batch_bytes: int) -> dict:
+    """{view: {row: metrics}} of COLD_VIEWS (see the module docstring)."""
+    cold = ds.cold_items
+    out = {}
+    for view, (cols, targets) in {"cold": (cold, cold), "cold_in_catalogue": (np.ones_like(cold), cold),
+                                  "warm": (~cold, ~cold)}.items():
+        c = np.flatnonzero(cols)
+        t = target.multiply(sp.csr_matrix(targets.astype(np.float32)[None, :])).tocsr()[:, c]
+        c_t = torch.as_tensor(c)
+        out[view] = {}
+        for name, score in scorers.items():
+            if view != "warm" and name not in cold_capable:
+                continue
+            with torch.no_grad():
+                out[view][name] = metrics.evaluate(lambda u, score=score: score(u)[:, c_t],
+                                                   seen[:, c], t, (10, 20, 50), ("recall", "ndcg", "hr"),
+                                                   max_batch_bytes=max_batch_bytes, label=f"{name}: {view} view")
+    return out
 
 
 def one_heldout_per_user(target: sp.csr_matrix, seed: int) -> sp.csr_matrix:
@@ -67,8 +111,24 @@ def evaluate_run(cfg: DictConfig) -> dict:
     users, cand = metrics.sampled_candidates(ds.matrix("train", "valid", "test"), heldout,
                                              cfg.sampled.n_negatives, cfg.sampled.seed)
     scorers = {"CLLM4Rec": lambda u: module.score_users(u, "test")}
+    cllm = model
+    placing = {}                 # row name -> the call that writes its cold-item rows first
+    cold_capable = {"CLLM4Rec"}
+    extra = {}
+    if ds.cold_items is not None:
+        from .cold_items import place_cold_items
+        from .text_init import text_field
+        init_field = ([text_field(ds.item_text, rcfg.model.get("item_init_field"))]
+                      if rcfg.model.get("item_init") == "text" else None)
+        # text rows first: the projection (the CLLM4Rec row) is then in place for the rating task
+        scorers = {"CLLM4Rec (text rows)": scorers["CLLM4Rec"], **scorers}
+        placing = {"CLLM4Rec": lambda: place_cold_items(cllm, builder, "projection"),
+                   "CLLM4Rec (text rows)": lambda: place_cold_items(cllm, builder, "text", init_field)}
+        cold_capable |= set(placing)
+        extra = dict(cfg.get("cold_baselines") or {})
+        cold_capable |= set(extra)
     timings = {}
-    for name, bcfg in (cfg.baselines or {}).items():
+    for name, bcfg in {**(cfg.baselines or {}), **extra}.items():
         t0 = time.perf_counter()
         print(f"fitting {name} on the training part", file=sys.stderr, flush=True)   # EASE's solve has no steps to show
         model = instantiate(bcfg)
@@ -78,14 +138,22 @@ def evaluate_run(cfg: DictConfig) -> dict:
             scorers[name] = model.fit(ds.matrix("train"), valid=ds.matrix("valid"))
         timings[name] = round(time.perf_counter() - t0, 2)
 
-    rows, sampled = {}, {}
+    rows, sampled, cold = {}, {}, {}
     for name, score in scorers.items():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and name == "CLLM4Rec"):
+        if name in placing:
+            print(f"{name}: cold-item rows from their text: {placing[name]()}", file=sys.stderr, flush=True)
+        if ds.cold_items is not None:
+            score = scorers[name] = _RowCache(score)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and name.startswith("CLLM4Rec")):
             # every sampled user has a test item, so retrieval scores it: one scoring pass serves both
             recorder = metrics.CandidateRecorder(score, users, cand)
             rows[name] = metrics.evaluate(recorder, seen, target, RETRIEVAL_KS, ("recall", "ndcg", "hr", "mrr"),
                                           max_batch_bytes=m.max_eval_bytes, label=f"{name}: ranking the test users")
             sampled[name] = recorder.sampled(cfg.sampled.ks)
+            if ds.cold_items is not None:
+                for view, per_row in cold_views({name: score}, ds, seen, target, cold_capable, m.max_eval_bytes).items():
+                    cold.setdefault(view, {}).update(per_row)
+                score.rows.clear()
         print(f"{name}: recall@20 {rows[name]['recall@20']:.4f}", file=sys.stderr)
 
     keys = (["hr@5", "hr@10", "ndcg@5", "ndcg@10", "recall@20"] if rcfg.data.split.protocol == "loo"
@@ -95,10 +163,14 @@ def evaluate_run(cfg: DictConfig) -> dict:
              f"{rows['CLLM4Rec']['n_users_evaluated']} users)\n\n" + results_table(rows, keys)
              + f"\n\nRanking (SAMPLED: one held-out item vs {cfg.sampled.n_negatives} sampled negatives, "
              f"seed {cfg.sampled.seed})\n\n" + results_table(sampled, skeys))
+    for view, per_row in cold.items():
+        table += (f"\n\nCold items, {view} view ({COLD_VIEWS[view]}; {int(ds.cold_items.sum())} cold items, "
+                  f"{next(iter(per_row.values()))['n_users_evaluated']} users)\n\n"
+                  + results_table(per_row, ["recall@20", "ndcg@20", "recall@50", "hr@10"]))
     rating = {}
     if rcfg.corpus.get("rating"):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            rating["CLLM4Rec"] = module.rating_metrics("test")
+            rating["CLLM4Rec"] = module.rating_metrics("test")   # (cold rows: the last placed)
         train = np.flatnonzero((ds.split == TRAIN) & np.isfinite(ds.rating))
         test = np.flatnonzero((ds.split == TEST) & np.isfinite(ds.rating))
         for name, model in (("mean rating", MeanRating()), ("user+item bias", BiasRating())):
@@ -108,7 +180,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
                   + results_table(rating, ["rmse", "mae"]))
     results = {"data": ds.name, "split": OmegaConf.to_container(rcfg.data.split, resolve=True),
                "backbone": rcfg.backbone.name, "run": str(run.root), "retrieval": rows, "ranking_sampled": sampled,
-               "rating": rating,
+               "rating": rating, **({"cold_items": {"n_cold": int(ds.cold_items.sum()), "views": COLD_VIEWS, **cold}}
+                                    if ds.cold_items is not None else {}),
                "baseline_fit_seconds": timings,
                "baselines": OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.baselines else {}}
     run.write_evaluation(results, table)

@@ -4,13 +4,21 @@
     rec.recommend(user="196", k=10)                      # a known user, by raw id
     rec.recommend(history=["242", "302", "377"], k=10)    # a new user: cold start, no retraining
 
+    rec.add_items({"n1": "Toy Story 3 (2010); genres: Animation, Children's, Comedy"})   # new items, no retraining
+
     python -m cllm4rec.recommend runs/ml100k/smollm2_135m/default --user 196 -k 10
     python -m cllm4rec.recommend runs/ml100k/smollm2_135m/default --history 242 302 377
+    python -m cllm4rec.recommend runs/ml100k/smollm2_135m/default --user 196 --add-items new.json [--save-items]
 
 A known user is described by the fine-tuning prompt over all of their training items, as in
 evaluation; their interactions (every split part) are excluded from the list. A new user has no
 trained token: their prompt carries the mean of the trained user embeddings in its place (the
 user we know nothing about beyond the history), and the given items are excluded.
+
+New items (`add_items`, `--add-items`) get their rows from their text (cold_items.py, a ridge
+projection fitted on the trained items); they are appended after the trained items, so no other
+item's score changes. They persist in the run folder (<run>/<stage>/added_items.safetensors) only
+when asked (`save=True`, `--save-items`), and load with the run from then on.
 """
 from __future__ import annotations
 
@@ -19,17 +27,18 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from .backbone import load_backbone
+from .cold_items import ItemRows, describe
 from .corpus import CorpusBuilder, CorpusConfig, collate
 from .data.dataset import Dataset
 from .errors import RunError
-from .model import CLLM4Rec
+from .model import SIDES, CLLM4Rec
 from .runs import Run
 from .tuning import load_trained_state, tuning_kwargs
 from .vocab import Vocab
@@ -87,28 +96,99 @@ def run_dataset(run: Run, needs: tuple[str, ...] = ()) -> Dataset:
 
 class Recommender:
     def __init__(self, model: CLLM4Rec, builder: CorpusBuilder, *, device: str | torch.device = "cpu",
-                 batch_size: int = 64):
+                 batch_size: int = 64, run: Run | None = None, stage: str = "finetune"):
         """model: a CLLM4Rec with one extra user row at the end (the cold-start user, see
-        `from_run`); builder: the run's corpus over its dataset (prompts, raw ids, titles)."""
+        `from_run`); builder: the run's corpus over its dataset (prompts, raw ids, titles);
+        run / stage: where `add_items(save=True)` writes."""
         self.model, self.builder, self.ds = model, builder, builder.ds
         self.device, self.batch_size = torch.device(device), batch_size
+        self.run, self.stage = run, stage
         self.model.to(self.device).eval()
         self._user_index = {u: i for i, u in enumerate(self.ds.user_ids)}
-        self._item_index = {j: i for i, j in enumerate(self.ds.item_ids)}
+        self.item_ids = list(self.ds.item_ids)
+        self._item_index = {j: i for i, j in enumerate(self.item_ids)}
         self._seen = self.ds.matrix("train", "valid", "test")
         field = next((f for f in TITLE_FIELDS if f in self.ds.item_text), None)
-        self.titles = self.ds.item_text[field] if field else None
+        self.titles = list(self.ds.item_text[field]) if field else None
+        self._placer: ItemRows | None = None
+        self.added: dict[str, str] = {}          # item id -> text, of the items added at serving time
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str = "finetune", device: str | torch.device = "cpu") -> "Recommender":
-        """Load a run folder (see `load_trained`) and add the cold-start user row."""
-        _, ds, builder, trained = load_trained(Run(run_dir), stage)
+        """Load a run folder (see `load_trained`), add the cold-start user row and the items saved
+        with `add_items(save=True)`."""
+        run = Run(run_dir)
+        _, ds, builder, trained = load_trained(run, stage)
         tables = trained.id_embeddings()
         # one extra user row: the cold-start user = the mean trained user embedding
         model = CLLM4Rec(trained.backbone, Vocab(builder.vocab.n_vocab, ds.n_users + 1, ds.n_items))
         model.load_id_embeddings({k: torch.cat([v, v.mean(0, keepdim=True)]) if k.endswith(".user") else v
                                   for k, v in tables.items()})
-        return cls(model, builder, device=device)
+        rec = cls(model, builder, device=device, run=run, stage=stage)
+        saved = run.load_added_items(stage)
+        if saved is not None:
+            rows, meta = saved
+            rec._append(meta["item_ids"], meta["texts"], rows)
+        return rec
+
+    # ------------------------------------------------------------------ new items
+    def add_items(self, items: Mapping[str, str | Mapping[str, str]], *, save: bool = False) -> list[str]:
+        """Make new items recommendable now, from their text alone, without retraining.
+
+        items: {item id: text}, the text a string ("Title; genres: ...") or {field: text} as the
+        dataset's items have (title, description, ...). Rows come from a ridge projection fitted on
+        the trained items (cold_items.py); the new items go after the existing ones, so the scores
+        of existing items do not change. save: also write them into the run folder (all items
+        added so far), so `from_run` loads them. Returns the added ids."""
+        new = {str(k): (describe(v) if isinstance(v, Mapping) else str(v if v is not None else "")).strip()
+               for k, v in dict(items).items()}
+        if not new:
+            raise ValueError("add_items got no items: pass {item id: text}")
+        known = [k for k in new if k in self._item_index]
+        if known:
+            raise ValueError(f"item id(s) {known[:10]} already exist in this run ({self.n_items} items): "
+                             "give new items new ids")
+        empty = [k for k, t in new.items() if not t]
+        if empty:
+            raise ValueError(f"item(s) {empty[:10]} have no text: a new item is placed by its text alone")
+        if self._placer is None:
+            self._placer = ItemRows("projection").fit(self.model, self.builder)
+        rows = self._placer.rows(self.model, self.builder, list(new.values()))
+        self._append(list(new), list(new.values()), rows)
+        if save:
+            if self.run is None:
+                raise ValueError("save=True needs a Recommender loaded with from_run (a run folder to write to)")
+            cut = self.n_items - len(self.added)                      # the first added item's index
+            self.run.save_added_items(self.stage, {k: v[cut:] for k, v in self._tables().items()},
+                                      {"item_ids": list(self.added), "texts": list(self.added.values())})
+        return list(new)
+
+    def _tables(self) -> dict[str, torch.Tensor]:
+        t = self.model.id_embeddings()
+        return {k: v for k, v in t.items() if k in ("collaborative.item", "content.item", "collaborative.item_bias")}
+
+    def _append(self, ids: Sequence[str], texts: Sequence[str], rows: dict[str, torch.Tensor]) -> None:
+        """Extend the item tables (after the existing rows), the ids, titles and seen matrix."""
+        m = len(ids)
+        tables = self.model.id_embeddings()
+        for k in [f"{s}.item" for s in SIDES] + (["collaborative.item_bias"] if "collaborative.item_bias" in tables else []):
+            tables[k] = torch.cat([tables[k], rows[k].to(tables[k])])
+        v, bv = self.model.vocab, self.builder.vocab
+        model = CLLM4Rec(self.model.backbone, Vocab(v.n_vocab, v.n_users, v.n_items + m))
+        model.load_id_embeddings(tables)
+        self.model = model.to(self.device).eval()
+        self.builder.vocab = Vocab(bv.n_vocab, bv.n_users, bv.n_items + m)   # new items may be in a history
+        for k, t in zip(ids, texts):
+            self._item_index[str(k)] = len(self.item_ids)
+            self.item_ids.append(str(k))
+            self.added[str(k)] = t
+            if self.titles is not None:
+                self.titles.append(t.split("; ")[0])
+        self._seen.resize((self._seen.shape[0], self.n_items))
 
     # ------------------------------------------------------------------ ids
     def user_index(self, user: str) -> int:
@@ -123,7 +203,7 @@ class Recommender:
         unknown = [str(i) for i in items if str(i) not in self._item_index]
         if unknown:
             raise KeyError(f"unknown item id(s) {unknown[:10]}: not in dataset {self.ds.name!r} "
-                           f"({self.ds.n_items} items, e.g. {self.ds.item_ids[:3]})")
+                           f"({self.n_items} items, e.g. {self.item_ids[:3]}); add new ones with add_items")
         return np.asarray([self._item_index[str(i)] for i in items], np.int64)
 
     # ------------------------------------------------------------------ scoring
@@ -169,11 +249,45 @@ class Recommender:
             s[torch.as_tensor(seen)] = -torch.inf
         left = int(torch.isfinite(s).sum())
         if k > left:
-            warnings.warn(f"k={k} but only {left} of the {self.ds.n_items} items are left to recommend "
-                          f"({self.ds.n_items - left} already seen): returning {left}", stacklevel=2)
+            warnings.warn(f"k={k} but only {left} of the {self.n_items} items are left to recommend "
+                          f"({self.n_items - left} already seen): returning {left}", stacklevel=2)
         top = torch.topk(s, min(k, left))
-        return [{"rank": r + 1, "item": self.ds.item_ids[j], "title": self.titles[j] if self.titles else None,
+        return [{"rank": r + 1, "item": self.item_ids[j], "title": self.titles[j] if self.titles else None,
                  "score": round(float(x), 4)} for r, (x, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
+
+
+def read_new_items(path: str | Path) -> dict[str, str | dict[str, str]]:
+    """A file of new items -> {item id: text or {field: text}}. JSON: {"id": "text" | {field: text}}
+    or [{"item": id, field: text, ...}]; CSV: a header with an `item` column and text columns."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the new items ({e})") from None
+    if path.suffix.lower() == ".csv":
+        import csv
+        rows = list(csv.reader(raw.splitlines()))
+        if not rows or "item" not in rows[0]:
+            raise ValueError(f"{path}, line 1: the header needs an `item` column and text columns, got {rows[:1]}")
+        head, out = rows[0], {}
+        for n, row in enumerate(rows[1:], start=2):
+            if len(row) != len(head):
+                raise ValueError(f"{path}, line {n}: {len(row)} fields, the header has {len(head)}")
+            rec = dict(zip(head, row))
+            out[rec.pop("item")] = rec
+        return out
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    if isinstance(data, dict):
+        bad = [k for k, v in data.items() if not isinstance(v, (str, dict))]
+        if bad:
+            raise ValueError(f"{path}: item(s) {bad[:5]}: a value must be a text or {{field: text}}")
+        return data
+    if isinstance(data, list) and all(isinstance(r, dict) and "item" in r for r in data):
+        return {str(r["item"]): {k: str(v) for k, v in r.items() if k != "item"} for r in data}
+    raise ValueError(f"{path}: expected {{item id: text}} or a list of {{\"item\": id, field: text}} objects")
 
 
 def _positive_int(text: str) -> int:
@@ -195,9 +309,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("-k", type=_positive_int, default=10, help="how many items (>= 1)")
     p.add_argument("--stage", default="finetune", choices=("pretrain", "finetune"))
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--add-items", metavar="FILE", help="new items from their text (JSON or CSV, see read_new_items)")
+    p.add_argument("--save-items", action="store_true", help="keep the added items in the run folder")
     a = p.parse_args(argv)
+    if a.save_items and not a.add_items:
+        p.error("--save-items needs --add-items FILE")
     try:
         rec = Recommender.from_run(a.run, stage=a.stage)
+        if a.add_items:
+            added = rec.add_items(read_new_items(a.add_items), save=a.save_items)
+            print(f"note: added {len(added)} item(s){' and saved them in the run folder' if a.save_items else ''}",
+                  file=sys.stderr)
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always")
             items = rec.recommend(a.user, history=a.history, k=a.k)

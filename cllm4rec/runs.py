@@ -133,6 +133,22 @@ class Run:
         _atomic_write(self.root / "id_maps.json", json.dumps({"user_ids": list(user_ids), "item_ids": list(item_ids)}))
         return path
 
+    def added_items_path(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "added_items.safetensors"
+
+    def save_added_items(self, stage: str, rows: dict[str, torch.Tensor], meta: dict) -> Path:
+        """Rows of the items added at serving time (Recommender.add_items), with their ids and texts."""
+        path = self.added_items_path(stage)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".added_items.")
+        os.close(fd)
+        save_file({k: v.contiguous() for k, v in rows.items()}, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
+        os.replace(tmp, path)
+        return path
+
+    def load_added_items(self, stage: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        path = self.added_items_path(stage)
+        return read_safetensors(path) if path.exists() else None
+
     def backbone_path(self, stage: str) -> Path:
         return self.stage_dir(stage) / "backbone.safetensors"
 

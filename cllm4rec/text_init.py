@@ -60,9 +60,11 @@ def text_vectors(backbone, tokens: np.ndarray, offsets: np.ndarray, max_tokens: 
     return out
 
 
-def _scaled(x: torch.Tensor, std: float) -> torch.Tensor:
-    x = x - x.mean(0, keepdim=True)
-    return x * (std / x.std().clamp_min(1e-12))
+def _scaled(x: torch.Tensor, std: float, ref: torch.Tensor | None = None) -> torch.Tensor:
+    """x centred and scaled to entries of std `std`, by the statistics of the rows `ref` (all)."""
+    r = x if ref is None else x[ref]
+    mean = r.mean(0, keepdim=True)
+    return (x - mean) * (std / (r - mean).std().clamp_min(1e-12))
 
 
 def init_from_text(model: CLLM4Rec, builder, field: str | None, init_std: float) -> dict:
@@ -73,8 +75,9 @@ def init_from_text(model: CLLM4Rec, builder, field: str | None, init_std: float)
     tokens, offsets = builder._tokenize([str(t) if t is not None else "" for t in ds.item_text[name]])
     vec = text_vectors(model.backbone, tokens, offsets)                        # [J, d]
     has = torch.from_numpy(np.diff(offsets) > 0)
+    warm = torch.ones_like(has) if ds.cold_items is None else torch.from_numpy(~ds.cold_items)
     items = torch.zeros_like(vec)
-    items[has] = _scaled(vec[has], init_std)
+    items[has] = _scaled(vec[has], init_std, warm[has])     # statistics of the items training may see
     # users: mean of their training items' rows
     u = torch.from_numpy(builder.train_user)
     sums = torch.zeros(ds.n_users, vec.shape[1]).index_add_(0, u, items[torch.from_numpy(builder.train_item)])

@@ -22,6 +22,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 
 from ..paths import data_cache
@@ -136,6 +137,7 @@ def _build(source, files, inputs, key, folder, preprocess_args, split_args, stri
         "steps": steps,
         "split": {**split_args, "counts": split_counts(ds), "users": split_users(ds)},
         "counts": ds.counts(),
+        **({} if ds.cold_items is None else {"cold_items": [ds.item_ids[j] for j in np.flatnonzero(ds.cold_items)]}),
         "texts": {"item": sorted(ds.item_text), "user": sorted(ds.user_text),
                   "interaction": sorted(ds.interaction_text)},
         "versions": _versions(),
@@ -174,6 +176,8 @@ def manifest_table(manifest: dict) -> str:
     rows.append(("split", ", ".join(f"{k}={v}" for k, v in sp.items() if k != "counts")))
     rows.append(("split counts", ", ".join(f"{k} {v:,}" for k, v in sp["counts"].items())))
     rows.append(("scorable users", ", ".join(f"{k} {v:,}" for k, v in sp.get("users", {}).items())))
+    if "cold_items" in manifest:
+        rows.append(("cold items", f"{len(manifest['cold_items']):,} held out of training"))
     t = manifest["texts"]
     rows.append(("texts", f"item {t['item']}, user {t['user']}, interaction {t['interaction']}"))
     kw = max(len(str(k)) for k, _ in rows)

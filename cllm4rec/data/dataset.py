@@ -33,6 +33,7 @@ class Dataset:
     user_text: dict[str, list[str]] = field(default_factory=dict)         # field -> [n_users]
     interaction_text: dict[str, list[str]] = field(default_factory=dict)  # field -> [n]
     split: np.ndarray | None = None           # [n] int8: TRAIN / VALID / TEST
+    cold_items: np.ndarray | None = None      # [n_items] bool: held out of training (protocol cold_items)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -115,6 +116,10 @@ class Dataset:
         m.data[:] = 1.0
         return m
 
+    def warm_items(self) -> np.ndarray:
+        """Indices of the items training may see (all of them unless the split holds items out)."""
+        return np.arange(self.n_items) if self.cold_items is None else np.flatnonzero(~self.cold_items)
+
     def histories(self, *parts: str) -> list[np.ndarray]:
         """Per user, the item indices of the given parts in canonical (time) order."""
         keep = self.mask(*parts) if parts else np.ones(self.n_interactions, bool)
@@ -137,7 +142,7 @@ class Dataset:
             timestamp=None if self.timestamp is None else self.timestamp[idx],
             item_text=self.item_text, user_text=self.user_text,
             interaction_text={k: [v[j] for j in idx] for k, v in self.interaction_text.items()},
-            split=None if self.split is None else self.split[idx],
+            split=None if self.split is None else self.split[idx], cold_items=self.cold_items,
         )
 
     def _compact(self) -> "Dataset":
@@ -156,6 +161,7 @@ class Dataset:
             item_text={k: [v[j] for j in used_i] for k, v in self.item_text.items()},
             user_text={k: [v[j] for j in used_u] for k, v in self.user_text.items()},
             interaction_text=self.interaction_text, split=self.split,
+            cold_items=None if self.cold_items is None else self.cold_items[used_i],
         )
 
     # ------------------------------------------------------------------ disk format
@@ -165,7 +171,7 @@ class Dataset:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"user": self.user, "item": self.item}
-        for key in ("rating", "timestamp", "split"):
+        for key in ("rating", "timestamp", "split", "cold_items"):
             value = getattr(self, key)
             if value is not None:
                 arrays[key] = value
@@ -194,6 +200,7 @@ class Dataset:
         return cls(name=maps["name"], user_ids=maps["user_ids"], item_ids=maps["item_ids"],
                    user=arrays["user"], item=arrays["item"], rating=arrays.get("rating"),
                    timestamp=arrays.get("timestamp"), split=arrays.get("split"),
+                   cold_items=arrays.get("cold_items"),
                    item_text=texts["item"], user_text=texts["user"], interaction_text=texts["interaction"])
 
     def __repr__(self) -> str:

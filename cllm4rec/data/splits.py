@@ -8,7 +8,11 @@
 - `split_leave_one_out`: the P5 / S3-Rec / TIGER protocol: in time order (the canonical order),
   last item test, second-to-last validation, the rest train. n = 1 -> train only;
   n = 2 -> train + test.
-Both are vectorised and deterministic; `split_random` depends only on the seed.
+- `split_cold_items`: items nobody has interacted with yet. A seeded `cold_fraction` of the items
+  (default 20%) is held out entirely: every interaction with them goes to validation or test, one
+  part per user (drawn with probability valid : test of `ratios`), so no training document sees
+  them; the other interactions are split as `split_random` does. `Dataset.cold_items` marks them.
+All are vectorised and deterministic; `split_random` and `split_cold_items` depend only on the seed.
 """
 from __future__ import annotations
 
@@ -58,19 +62,46 @@ def split_leave_one_out(ds: Dataset) -> Dataset:
     return dataclasses.replace(ds, split=_assign(rank, n, n_test, n_valid))
 
 
-PROTOCOLS = {"random": split_random, "loo": split_leave_one_out}
+def split_cold_items(ds: Dataset, seed: int = 0, ratios=(0.8, 0.1, 0.1), cold_fraction: float = 0.2) -> Dataset:
+    if not 0 < cold_fraction < 1:
+        raise ValueError(f"data.split.cold_fraction must be in (0, 1), got {cold_fraction}")
+    rng = np.random.default_rng([seed, 1])          # its own stream: the warm split equals split_random's
+    cold = np.zeros(ds.n_items, bool)
+    cold[rng.choice(ds.n_items, max(1, round(cold_fraction * ds.n_items)), replace=False)] = True
+    on_cold = cold[ds.item]
+    warm = split_random(dataclasses.replace(ds, user=ds.user[~on_cold], item=ds.item[~on_cold]), seed, ratios)
+    split = np.empty(ds.n_interactions, np.int8)
+    split[~on_cold] = warm.split
+    held = ratios[1] + ratios[2]
+    to_valid = rng.random(ds.n_users) < (ratios[1] / held if held > 0 else 0.5)   # one part per user
+    split[on_cold] = np.where(to_valid[ds.user[on_cold]], VALID, TEST)
+    return dataclasses.replace(ds, split=split, cold_items=cold)
 
 
-def split_dataset(ds: Dataset, protocol: str = "random", seed: int = 0, ratios=(0.8, 0.1, 0.1)) -> Dataset:
+PROTOCOLS = {"random": split_random, "loo": split_leave_one_out, "cold_items": split_cold_items}
+
+
+def split_dataset(ds: Dataset, protocol: str = "random", seed: int = 0, ratios=(0.8, 0.1, 0.1),
+                  cold_fraction: float | None = None) -> Dataset:
+    if cold_fraction is not None and protocol != "cold_items":
+        raise ValueError(f"data.split.cold_fraction is for protocol=cold_items, not {protocol!r}: remove it")
     if protocol == "random":
         return split_random(ds, seed=seed, ratios=ratios)
     if protocol == "loo":
         return split_leave_one_out(ds)
+    if protocol == "cold_items":
+        return split_cold_items(ds, seed=seed, ratios=ratios,
+                                cold_fraction=0.2 if cold_fraction is None else cold_fraction)
     raise ValueError(f"split protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
 
 
 def split_counts(ds: Dataset) -> dict:
-    return {name: int((ds.split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))}
+    out = {name: int((ds.split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))}
+    if ds.cold_items is not None:   # interactions with cold items, per part (all in valid / test)
+        on_cold = ds.cold_items[ds.item]
+        out.update({f"{name}_cold": int((on_cold & (ds.split == code)).sum()) for name, code in
+                    (("valid", VALID), ("test", TEST))})
+    return out
 
 
 def split_users(ds: Dataset) -> dict:
