@@ -41,7 +41,7 @@ from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
 STAGES = ("pretrain", "finetune", "evaluate")
 
 
-TRAINING_SECTIONS = ("data", "backbone", "corpus", "model", "seed")
+from cllm4rec.runs import TRAINING_SECTIONS  # noqa: E402
 
 
 def compose_stage(overrides: list[str], stage: str = "finetune"):
@@ -75,11 +75,16 @@ def expected_config(overrides: list[str], seed: int) -> dict:
     return training_config(compose_stage([*training_overrides(overrides), f"seed={seed}"]))
 
 
+def stage_config(folder: Path, stage: str) -> dict | None:
+    """The training config a run folder's stage was (last) started with (None: never)."""
+    import yaml
+    path = folder / f"config-{stage}.yaml"
+    return training_config(yaml.safe_load(path.read_text())) if path.exists() else None
+
+
 def folder_config(folder: Path) -> dict | None:
     """The training config a run folder's fine-tuning was run with (None: no such run)."""
-    import yaml
-    path = folder / "config-finetune.yaml"
-    return training_config(yaml.safe_load(path.read_text())) if path.exists() else None
+    return stage_config(folder, "finetune")
 
 
 def finished(folder: Path, overrides: list[str], seed: int) -> bool:
@@ -87,10 +92,12 @@ def finished(folder: Path, overrides: list[str], seed: int) -> bool:
     return (folder / "evaluation.json").exists() and folder_config(folder) == expected_config(overrides, seed)
 
 
-def interrupted(folder: Path, stage: str) -> bool:
-    """A training stage that left a mid-run checkpoint and no metrics (a session ended during it):
-    the seed continues from there with `resume=true` instead of starting over."""
-    return (folder / stage / "checkpoints" / "last.ckpt").exists() and not (folder / stage / "metrics.json").exists()
+def interrupted(folder: Path, stage: str, overrides: list[str], seed: int) -> bool:
+    """A training stage that left a mid-run checkpoint and no metrics (a session ended during it),
+    trained with the config these overrides compose now: the seed continues from there with
+    `resume=true` instead of starting over (a checkpoint of another config is started over)."""
+    cut = (folder / stage / "checkpoints" / "last.ckpt").exists() and not (folder / stage / "metrics.json").exists()
+    return cut and stage_config(folder, stage) == expected_config(overrides, seed)
 
 
 def commit() -> str | None:
@@ -146,7 +153,7 @@ def one_seed(args, seed: int, folder: Path) -> dict:
             extra = args.overrides if stage == "evaluate" else common
             cmd = [sys.executable, "-m", f"cllm4rec.{stage}", *extra, f"seed={seed}", f"name={name}",
                    "logger=none"] + (["plot=false"] if stage == "evaluate" else [])
-            if not args.rerun and interrupted(folder, stage):
+            if not args.rerun and interrupted(folder, stage, common, seed):
                 cmd.append("resume=true")
             t0 = time.perf_counter()
             print("+", " ".join(cmd[1:]), flush=True)

@@ -35,6 +35,25 @@ from .errors import RunError
 STAGES = ("pretrain", "finetune")
 
 
+TRAINING_SECTIONS = ("data", "backbone", "corpus", "model", "seed")   # what decides a trained model
+
+
+def config_differences(old: dict, new: dict, sections=TRAINING_SECTIONS, limit: int = 6) -> list[str]:
+    """'key: old -> new' for each leaf of `sections` that differs between two resolved configs."""
+    out = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+
+    for s in sections:
+        walk(old.get(s), new.get(s), s)
+    return out[:limit]
+
+
 def checked_checkpoint(path: str | os.PathLike) -> Path:
     """`path` if it is a whole Lightning checkpoint (a zip archive whose every member's CRC
     matches), else a RunError naming it: a cut or altered checkpoint never loads partially."""
@@ -116,6 +135,19 @@ class Run:
             tmp.rename(dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def check_resumable(self, stage: str, config: dict) -> None:
+        """A RunError unless the stage's last run (config-<stage>.yaml) trained what `config` (resolved)
+        trains: resuming its checkpoint under another config would mix two runs."""
+        path = self.root / f"config-{stage}.yaml"
+        if not path.exists():
+            return
+        import yaml
+        diff = config_differences(yaml.safe_load(path.read_text()) or {}, config)
+        if diff:
+            raise RunError(f"resume=true, but {self.last_checkpoint(stage)} was written by a run with another "
+                           f"config ({'; '.join(diff)}): resume with that run's overrides, or start the stage over "
+                           f"without resume=true (its checkpoints are then replaced)")
 
     def write_config(self, stage: str, yaml_text: str, manifest: dict) -> None:
         _atomic_write(self.root / f"config-{stage}.yaml", yaml_text)

@@ -27,7 +27,7 @@ from .model import CLLM4Rec
 from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, PlainProgress, Schedule
 from .prepare import prepared_dataset
 from .paths import sweep_trial
-from .runs import Run, checked_checkpoint
+from .runs import TRAINING_SECTIONS, Run, checked_checkpoint
 from .text_init import init_from_text
 from .tuning import MODES, LoraSettings, load_trained_state, tuning_kwargs
 from .vocab import Vocab
@@ -244,6 +244,10 @@ def train(cfg: DictConfig) -> dict:
             load_trained_state(model.backbone, state, str(source.backbone_path("pretrain")))
     if cfg.get("compile"):
         model.compile_body()
+    if cfg.resume and run.last_checkpoint(stage):   # a damaged checkpoint first, then one of another run
+        checked_checkpoint(run.last_checkpoint(stage))
+        run.check_resumable(stage, {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg.get(k), DictConfig)
+                                    else cfg.get(k) for k in TRAINING_SECTIONS})
     run.write_config(stage, OmegaConf.to_yaml(cfg, resolve=True), {**manifest, "seed": cfg.seed})
     run.keep_dataset(manifest["cache"]["folder"])
 

@@ -1,6 +1,7 @@
 """benchmarks/quality.py reuses a finished seed only when it was trained with the config that
 the committed defaults and the given overrides compose now (a changed default retrains)."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,14 +35,21 @@ def test_a_run_folder_carries_the_config_the_overrides_compose(finished_run, sha
     assert not quality.finished(finished_run.parent / "elsewhere", OVERRIDES, 3)
 
 
-def test_a_stage_cut_off_mid_run_resumes_and_a_finished_one_does_not(tmp_path):
-    ckpt = tmp_path / "finetune" / "checkpoints" / "last.ckpt"
-    assert not quality.interrupted(tmp_path, "finetune")       # never started: a fresh run
-    ckpt.parent.mkdir(parents=True)
+def test_a_stage_cut_off_mid_run_resumes_under_its_own_config_only(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "finetune" / "metrics.json").unlink()
+    ckpt = run / "finetune" / "checkpoints" / "last.ckpt"
+    ckpt.unlink(missing_ok=True)
+    assert not quality.interrupted(run, "finetune", OVERRIDES, 3)       # no checkpoint: a fresh run
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.write_bytes(b"")
-    assert quality.interrupted(tmp_path, "finetune") and not quality.interrupted(tmp_path, "pretrain")
-    (tmp_path / "finetune" / "metrics.json").write_text("{}")
-    assert not quality.interrupted(tmp_path, "finetune")       # it finished: nothing to resume
+    assert quality.interrupted(run, "finetune", OVERRIDES, 3) and not quality.interrupted(run, "pretrain", OVERRIDES, 3)
+    # a checkpoint of another config (or seed) starts over instead of mixing two runs
+    assert not quality.interrupted(run, "finetune", [*OVERRIDES, "model.finetune.lr=0.5"], 3)
+    assert not quality.interrupted(run, "finetune", OVERRIDES, 4)
+    (run / "finetune" / "metrics.json").write_text("{}")
+    assert not quality.interrupted(run, "finetune", OVERRIDES, 3)       # it finished: nothing to resume
 
 
 def test_results_file_entries_are_reused_only_with_the_same_config(finished_run, shared_data, tmp_path):

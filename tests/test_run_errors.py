@@ -71,6 +71,14 @@ def test_a_cut_run_file_is_named_and_nothing_starts_over(text_free, tmp_path, st
     assert sorted(p.name for p in (copy / "pretrain").iterdir()) == before
 
 
+def test_resuming_a_checkpoint_of_another_config_is_refused(text_free, tmp_path):
+    run, data, _ = text_free
+    shutil.copytree(run, tmp_path / "run")
+    with pytest.raises(RunError, match=r"written by a run with another config \(model\.pretrain\.epochs: 2 -> 3\)"):
+        train(cfg_for("pretrain", tmp_path, *data, "resume=true", "model.pretrain.epochs=3",
+                      "model.pretrain.evaluate=false"))
+
+
 def test_a_split_without_validation_prepares_with_a_warning_and_finetuning_stops(tmp_path, shared_data):
     data = sequences(tmp_path / "one.txt", [f"{u} {u % 7 + 1}" for u in range(1, 31)])   # one item per user
     prep = subprocess.run([sys.executable, "-m", "cllm4rec.prepare", *data, f"cache_dir={tmp_path / 'c'}",
