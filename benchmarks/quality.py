@@ -19,7 +19,8 @@ session can add seeds to a file without retraining the old ones, e.g. `--seeds 0
 '~baselines.multivae'` where seed 0 already fitted Multi-VAE, and a changed default retrains
 instead of mixing schedules. Entries without a stored config (files before 2026-12-04) are not
 reused. A training stage cut off mid-run (a last.ckpt, no metrics.json) continues with
-`resume=true`, so a seed longer than a session spans several.
+`resume=true`, so a seed longer than a session spans several; a stage that finished under the
+same config is not trained again (delete a run's evaluation.json to evaluate it again).
 
 Writes benchmarks/results/quality_<name>.json: per seed the training config, the full-ranking
 test metrics of every row, the sampled-ranking metrics, the training minutes of each stage, and
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -150,6 +152,10 @@ def one_seed(args, seed: int, folder: Path) -> dict:
     stages = stages_for(common)
     if args.rerun or not finished(folder, args.overrides, seed):
         for stage in stages:
+            if (stage != "evaluate" and not args.rerun and (folder / stage / "metrics.json").exists()
+                    and stage_config(folder, stage) == expected_config(args.overrides, seed)):
+                print(f"  {stage}: trained with this config already ({folder.name}): reused", flush=True)
+                continue
             extra = args.overrides if stage == "evaluate" else common
             cmd = [sys.executable, "-m", f"cllm4rec.{stage}", *extra, f"seed={seed}", f"name={name}",
                    "logger=none"] + (["plot=false"] if stage == "evaluate" else [])
@@ -164,7 +170,7 @@ def one_seed(args, seed: int, folder: Path) -> dict:
     hist = json.loads((folder / "finetune" / "history.json").read_text())
     return {"seed": seed, "date": now(), "machine": machine(), "overrides": args.overrides,
             "config": folder_config(folder), "commit": commit(),
-            "run": str(folder.relative_to(ROOT)), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
+            "run": os.path.relpath(folder, ROOT), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
             "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "loss_seq", "val_recall@20",
                                                     "val_recall@40", "val_ndcg@100") if k in e} for e in hist],
             "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),

@@ -9,6 +9,10 @@
            projection  ridge regressions, fitted on the warm items (those with a training
                        interaction), from their text vectors to their trained rows and bias; the
                        strength of each by efficient leave-one-out on those items (RidgeCV)
+           neighbours  the similarity-weighted mean of the trained rows of the `k` warm items
+                       whose texts are closest in TF-IDF (fitted on the warm items' texts only)
+           blend       the mean of projection and neighbours (the default: best of the four on
+                       the validation users' cold items, ML-100K; benchmarks/results)
 
 Used by `cllm4rec.evaluate` on a cold_items split (the held-out items' rows are replaced before
 ranking) and by `Recommender.add_items` (new items appended at serving time). Neither touches
@@ -24,7 +28,7 @@ import torch
 from .model import SIDES, CLLM4Rec
 from .text_init import TITLE_FIELDS, text_vectors
 
-MODES = ("text", "projection")
+MODES = ("text", "projection", "neighbours", "blend")
 ALPHAS = tuple(np.logspace(-2, 5, 15))
 
 
@@ -47,13 +51,14 @@ def item_descriptions(item_text: dict[str, list[str]], items: Sequence[int], fie
 class ItemRows:
     """Text -> rows of a trained CLLM4Rec's item tables (see the module docstring).
 
-    mode: "text" or "projection"; fields: the item text fields a description reads (None = all);
-    max_tokens: how much of a description the backbone reads."""
+    mode: one of MODES; fields: the item text fields a description reads (None = all);
+    max_tokens: how much of a description the backbone reads; k: neighbours per item."""
 
-    def __init__(self, mode: str = "projection", fields: Sequence[str] | None = None, max_tokens: int = 128):
+    def __init__(self, mode: str = "blend", fields: Sequence[str] | None = None, max_tokens: int = 128,
+                 k: int = 50):
         if mode not in MODES:
             raise ValueError(f"cold-item rows mode must be one of {MODES}, got {mode!r}")
-        self.mode, self.fields, self.max_tokens = mode, fields, max_tokens
+        self.mode, self.fields, self.max_tokens, self.k = mode, fields, max_tokens, k
 
     def vectors(self, model: CLLM4Rec, builder, texts: Sequence[str]) -> torch.Tensor:
         """[M] descriptions -> [M, d] mean last hidden states of the (trained) backbone."""
@@ -69,22 +74,40 @@ class ItemRows:
         if len(warm) < 2:
             raise ValueError(f"placing items by text needs warm items with texts; dataset {ds.name!r} has "
                              f"{len(warm)} (item texts: {sorted(ds.item_text) or 'none'})")
-        x = self.vectors(model, builder, [texts[j] for j in warm]).double().numpy()     # [W, d]
-        targets = self._targets(model, torch.as_tensor(warm))
-        self.mean = x.mean(0)
-        spread = (x - self.mean).std()
+        self.targets = {k: v.double().numpy() for k, v in self._targets(model, torch.as_tensor(warm)).items()}
+        if self.mode in ("neighbours", "blend"):
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            self.tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english")
+            self.warm_tfidf = self.tfidf.fit_transform([texts[j] for j in warm])            # [W, V], unit rows
+        if self.mode != "neighbours":
+            x = self.vectors(model, builder, [texts[j] for j in warm]).double().numpy()     # [W, d]
+            self.mean = x.mean(0)
+            spread = (x - self.mean).std()
         if self.mode == "text":
             # each table: rows at that table's spread of trained rows; the bias: the warm items' mean
-            self.scale = {k: float(v.std()) / max(spread, 1e-12) if v.ndim == 2 else None for k, v in targets.items()}
-            self.bias = {k: float(v.mean()) for k, v in targets.items() if v.ndim == 1}
-        else:
+            self.scale = {k: float(v.std()) / max(spread, 1e-12) for k, v in self.targets.items() if v.ndim == 2}
+            self.bias = {k: float(v.mean()) for k, v in self.targets.items() if v.ndim == 1}
+        elif self.mode in ("projection", "blend"):
             from sklearn.linear_model import RidgeCV
             from sklearn.pipeline import make_pipeline
             from sklearn.preprocessing import StandardScaler
-            self.ridge = {k: make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(x, v.double().numpy())
-                          for k, v in targets.items()}
+            self.ridge = {k: make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(x, v)
+                          for k, v in self.targets.items()}
         self.n_fitted = len(warm)
         return self
+
+    def _neighbours(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        sim = (self.tfidf.transform(texts) @ self.warm_tfidf.T).toarray()                  # [M, W] cosine
+        k = min(self.k, sim.shape[1])
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]                                  # [M, k]
+        w = np.take_along_axis(sim, top, 1)
+        none = w.sum(1) <= 0                     # no word in common with any warm item: the mean item
+        w = np.where(none[:, None], 1.0, w) / np.where(none, k, w.sum(1))[:, None]
+        out = {}
+        for name, v in self.targets.items():
+            near = np.einsum("mk,mk...->m...", w, v[top])
+            out[name] = np.where(none.reshape((-1,) + (1,) * (v.ndim - 1)), v.mean(0), near)
+        return out
 
     @staticmethod
     def _targets(model: CLLM4Rec, items: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,13 +118,19 @@ class ItemRows:
 
     def rows(self, model: CLLM4Rec, builder, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """[M] descriptions -> the rows of every item table ([M, d]; the bias [M]), float32."""
-        x = self.vectors(model, builder, texts).double().numpy()
-        if self.mode == "text":
-            c = x - self.mean
-            out = {k: c * s for k, s in self.scale.items() if s is not None}
-            out.update({k: np.full(len(x), b) for k, b in self.bias.items()})
+        texts = [str(t) for t in texts]
+        if self.mode == "neighbours":
+            out = self._neighbours(texts)
+        elif self.mode == "text":
+            c = self.vectors(model, builder, texts).double().numpy() - self.mean
+            out = {k: c * s for k, s in self.scale.items()}
+            out.update({k: np.full(len(c), b) for k, b in self.bias.items()})
         else:
+            x = self.vectors(model, builder, texts).double().numpy()
             out = {k: r.predict(x) for k, r in self.ridge.items()}
+            if self.mode == "blend":
+                near = self._neighbours(texts)
+                out = {k: 0.5 * (v + near[k]) for k, v in out.items()}
         return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in out.items()}
 
 
@@ -116,7 +145,7 @@ def write_rows(model: CLLM4Rec, items: np.ndarray, rows: dict[str, torch.Tensor]
         model.item_bias[at.to(model.item_bias.device)] = rows["collaborative.item_bias"].to(model.item_bias)
 
 
-def place_cold_items(model: CLLM4Rec, builder, mode: str, fields: Sequence[str] | None = None) -> dict:
+def place_cold_items(model: CLLM4Rec, builder, mode: str = "blend", fields: Sequence[str] | None = None) -> dict:
     """Replace the rows of the dataset's cold items (a cold_items split) with rows from their text."""
     ds = builder.ds
     if ds.cold_items is None:

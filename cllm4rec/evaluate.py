@@ -13,7 +13,8 @@ Tasks:
              splits: one of the user's test items drawn with `sampled.seed`) against
              `sampled.n_negatives` items the user never interacted with, drawn with the same seed
   cold items on a cold_items split (data.split.protocol=cold_items): the held-out items' rows come
-             from their text (cold_items.py: `projection`, the CLLM4Rec row, and `text`), then four
+             from their text (cold_items.py: `blend`, the CLLM4Rec row; `text`, `projection` and
+             `neighbours` in rows of their own), then four
              views, each labelled: catalogue (all items, all test items; the retrieval table),
              cold (only the cold items ranked, their test interactions the targets), cold in
              catalogue (all items ranked, cold targets) and warm (warm items, warm targets). The
@@ -120,10 +121,12 @@ def evaluate_run(cfg: DictConfig) -> dict:
         from .text_init import text_field
         init_field = ([text_field(ds.item_text, rcfg.model.get("item_init_field"))]
                       if rcfg.model.get("item_init") == "text" else None)
-        # text rows first: the projection (the CLLM4Rec row) is then in place for the rating task
-        scorers = {"CLLM4Rec (text rows)": scorers["CLLM4Rec"], **scorers}
-        placing = {"CLLM4Rec": lambda: place_cold_items(cllm, builder, "projection"),
-                   "CLLM4Rec (text rows)": lambda: place_cold_items(cllm, builder, "text", init_field)}
+        # the variants first, the default (blend) last: it is then in place for the rating task
+        variants = {"CLLM4Rec (text rows)": ("text", init_field), "CLLM4Rec (projection)": ("projection", None),
+                    "CLLM4Rec (neighbours)": ("neighbours", None), "CLLM4Rec": ("blend", None)}
+        scorers = {name: scorers["CLLM4Rec"] for name in variants} | {k: v for k, v in scorers.items() if k not in variants}
+        placing = {name: (lambda mode=mode, fields=fields: place_cold_items(cllm, builder, mode, fields))
+                   for name, (mode, fields) in variants.items()}
         cold_capable |= set(placing)
         extra = dict(cfg.get("cold_baselines") or {})
         cold_capable |= set(extra)

@@ -15,8 +15,8 @@ evaluation; their interactions (every split part) are excluded from the list. A 
 trained token: their prompt carries the mean of the trained user embeddings in its place (the
 user we know nothing about beyond the history), and the given items are excluded.
 
-New items (`add_items`, `--add-items`) get their rows from their text (cold_items.py, a ridge
-projection fitted on the trained items); they are appended after the trained items, so no other
+New items (`add_items`, `--add-items`) get their rows from their text (cold_items.py: a ridge
+projection of the backbone's reading blended with the rows of the most similar trained items); they are appended after the trained items, so no other
 item's score changes. They persist in the run folder (<run>/<stage>/added_items.safetensors) only
 when asked (`save=True`, `--save-items`), and load with the run from then on.
 """
@@ -140,8 +140,9 @@ class Recommender:
         """Make new items recommendable now, from their text alone, without retraining.
 
         items: {item id: text}, the text a string ("Title; genres: ...") or {field: text} as the
-        dataset's items have (title, description, ...). Rows come from a ridge projection fitted on
-        the trained items (cold_items.py); the new items go after the existing ones, so the scores
+        dataset's items have (title, description, ...). Rows come from the text (cold_items.py,
+        `blend`: a ridge projection of the backbone's reading and the rows of the most similar
+        trained items); the new items go after the existing ones, so the scores
         of existing items do not change. save: also write them into the run folder (all items
         added so far), so `from_run` loads them. Returns the added ids."""
         new = {str(k): (describe(v) if isinstance(v, Mapping) else str(v if v is not None else "")).strip()
@@ -156,7 +157,7 @@ class Recommender:
         if empty:
             raise ValueError(f"item(s) {empty[:10]} have no text: a new item is placed by its text alone")
         if self._placer is None:
-            self._placer = ItemRows("projection").fit(self.model, self.builder)
+            self._placer = ItemRows().fit(self.model, self.builder)
         rows = self._placer.rows(self.model, self.builder, list(new.values()))
         self._append(list(new), list(new.values()), rows)
         if save:

@@ -96,3 +96,26 @@ def test_search_collects_a_real_optuna_sweep(tmp_path, shared_data):
     best = dict(o.split("=", 1) for o in res["trials"][res["best_trial"]]["overrides"])
     assert {k: str(v) for k, v in res["chosen"].items()} == {k: best[k] for k in res["chosen"]}
     assert "test" not in json.dumps(res["trials"])
+
+
+def test_a_trained_stage_is_not_trained_again_when_only_the_evaluation_is_missing(finished_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "evaluation.json").unlink()
+    calls, real = [], quality.subprocess.run
+
+    def fake(cmd, **kw):
+        if cmd[1:2] != ["-m"]:
+            return real(cmd, **kw)                           # git, for the commit
+        calls.append(cmd[2])                                 # -m cllm4rec.<stage>
+        (run / "evaluation.json").write_text(json.dumps({"retrieval": {}, "ranking_sampled": {}, "split": {},
+                                                         "data": "ml100k", "backbone": "tiny_gpt2"}))
+    monkeypatch.setattr(quality.subprocess, "run", fake)
+    args = quality.argparse.Namespace(name="x", overrides=OVERRIDES, rerun=False)
+    quality.one_seed(args, 3, run)
+    assert calls == ["cllm4rec.evaluate"]                    # the fine-tuning of this config is reused
+    calls.clear()
+    (run / "evaluation.json").unlink()
+    quality.one_seed(quality.argparse.Namespace(name="x", overrides=[*OVERRIDES, "model.finetune.lr=0.5"],
+                                                rerun=False), 3, run)
+    assert calls == ["cllm4rec.finetune", "cllm4rec.evaluate"]   # another config trains again

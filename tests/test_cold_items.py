@@ -131,6 +131,19 @@ def test_projection_recovers_rows_that_are_a_linear_function_of_text(builder):
     assert (model.item_bias[cold] - 3.0 - bias).norm() / bias.norm() < 0.05
 
 
+def test_neighbours_of_a_text_equal_to_a_warm_items_are_its_rows(builder):
+    backbone, _ = load_backbone("tiny_gpt2", seed=0)
+    model = CLLM4Rec(backbone, builder.vocab, item_prior=torch.arange(builder.ds.n_items).float())
+    ds = builder.ds
+    placer = ItemRows("neighbours", k=1).fit(model, builder)
+    j = int(np.flatnonzero(~ds.cold_items & (np.bincount(builder.train_item, minlength=ds.n_items) > 0))[7])
+    rows = placer.rows(model, builder, item_descriptions(ds.item_text, [j]) + ["zzzq xxyq"])   # + no shared word
+    assert torch.equal(rows["collaborative.item"][0], model.item["collaborative"].weight[j].detach())
+    assert torch.equal(rows["content.item"][0], model.item["content"].weight[j].detach())
+    assert rows["collaborative.item_bias"][0] == model.item_bias[j]
+    assert torch.allclose(rows["collaborative.item_bias"][1], torch.as_tensor(placer.targets["collaborative.item_bias"].mean(), dtype=torch.float32))
+
+
 def test_write_rows_touches_only_the_given_items(builder):
     backbone, _ = load_backbone("tiny_gpt2", seed=0)
     model = CLLM4Rec(backbone, builder.vocab, item_prior=torch.ones(builder.ds.n_items))
@@ -174,7 +187,8 @@ def test_evaluation_reports_the_cold_views(cold_run):
     res = evaluate_run(compose_cfg("evaluate", cold_run, *COLD, "~baselines.multivae", "plot=false"))
     c = res["cold_items"]
     assert c["n_cold"] == 336
-    text_rows = {"CLLM4Rec", "CLLM4Rec (text rows)", "random", "tfidf_knn", "backbone_knn"}
+    text_rows = {"CLLM4Rec", "CLLM4Rec (text rows)", "CLLM4Rec (projection)", "CLLM4Rec (neighbours)", "random",
+                 "tfidf_knn", "backbone_knn"}
     assert set(c["cold"]) == set(c["cold_in_catalogue"]) == text_rows        # ID-only rows cannot rank them
     assert set(c["warm"]) == text_rows | {"pop", "ease"}
     for view in ("cold", "cold_in_catalogue", "warm"):
@@ -183,7 +197,7 @@ def test_evaluation_reports_the_cold_views(cold_run):
     # the random floor is beaten by TF-IDF on cold items
     assert c["cold"]["tfidf_knn"]["recall@20"] > c["cold"]["random"]["recall@20"]
     # the warm view does not depend on how cold rows were placed
-    assert c["warm"]["CLLM4Rec"] == c["warm"]["CLLM4Rec (text rows)"]
+    assert c["warm"]["CLLM4Rec"] == c["warm"]["CLLM4Rec (text rows)"] == c["warm"]["CLLM4Rec (neighbours)"]
     assert (cold_run / "evaluation.md").read_text().count("Cold items,") == 3
 
 
