@@ -120,7 +120,7 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str = "finetune", device: str | torch.device = "cpu") -> "Recommender":
         """Load a run folder (see `load_trained`), add the cold-start user row and the items saved
-        with `add_items(save=True)`."""
+        with `add_items(save=True)`; on a cold_items split, place the held-out items by their text."""
         run = Run(run_dir)
         _, ds, builder, trained = load_trained(run, stage)
         tables = trained.id_embeddings()
@@ -129,6 +129,9 @@ class Recommender:
         model.load_id_embeddings({k: torch.cat([v, v.mean(0, keepdim=True)]) if k.endswith(".user") else v
                                   for k, v in tables.items()})
         rec = cls(model, builder, device=device, run=run, stage=stage)
+        if ds.cold_items is not None:    # a cold_items split: the held-out items' rows come from their text
+            from .cold_items import place_cold_items
+            place_cold_items(rec.model, builder)
         saved = run.load_added_items(stage)
         if saved is not None:
             rows, meta = saved

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cllm4rec.backbone import load_backbone
 from cllm4rec.baselines import TextKNN
@@ -203,6 +204,11 @@ def test_evaluation_reports_the_cold_views(cold_run):
 
 def test_add_items_ranks_new_items_and_leaves_existing_scores(cold_run):
     rec = Recommender.from_run(cold_run)
+    # the run's held-out items are served with rows from their text, not their untrained ones
+    trained = load_file(str(cold_run / "finetune" / "embeddings.safetensors"))["collaborative.item"]
+    cold = np.flatnonzero(rec.ds.cold_items)
+    served = rec.model.item["collaborative"].weight.detach()
+    assert not torch.allclose(served[cold], trained[cold]) and torch.equal(served[~rec.ds.cold_items], trained[~rec.ds.cold_items])
     n = rec.n_items
     before = rec.scores([0], [np.array([1, 2, 3])])[0]
     ids = rec.add_items({"new1": {"title": "Toy Story 3", "genres": "Animation, Children's, Comedy", "year": "2010"},
