@@ -11,8 +11,9 @@ import os
 import platform
 import statistics
 import time
-from importlib import metadata
 from pathlib import Path
+
+from cllm4rec.files import versions as package_versions, write_atomic
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -21,13 +22,7 @@ PACKAGES = ("cllm4rec", "numpy", "scipy", "torch", "tokenizers", "transformers",
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return package_versions(PACKAGES)
 
 
 def cpu_flags() -> list[str]:
@@ -156,12 +151,7 @@ class Peak:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write JSON atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(obj, indent=2, default=_default) + "\n")
 
 
 def _default(x):

@@ -38,7 +38,6 @@ def _beauty(data: Path):
 
 
 def child(kind: str, bound_mib: int, data: Path, eval_batch_size: int = 256) -> dict:
-    import numpy as np
     import torch
 
     from cllm4rec import metrics as M

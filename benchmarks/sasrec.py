@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from cllm4rec.files import write_atomic
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 REFERENCE = {
@@ -139,9 +141,7 @@ def merge_write(path: Path, header: dict, runs: list[dict]) -> dict:
         keep.update({r["seed"]: r for r in runs})
         merged = sorted(keep.values(), key=lambda r: r["seed"])
         doc = {**header, "seeds": [r["seed"] for r in merged], "summary": summary(merged), "runs": merged}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(doc, indent=1) + "\n")
     path.with_suffix(".lock").unlink(missing_ok=True)
     return doc
 

@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
 
-from cllm4rec.backbone import load_backbone  # noqa: E402
+from cllm4rec.backbone import load_backbone, pad_id  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
 from cllm4rec.prepare import prepared_dataset  # noqa: E402
@@ -58,7 +58,7 @@ def subset(ds, fraction: float, seed: int):
 
 def run_size(ds, backbone_name: str, precision: str, corpus_cfg, model_cfg, max_batches: int | None) -> dict:
     backbone, tok = load_backbone(backbone_name, seed=0)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
     t0 = time.perf_counter()
     builder = CorpusBuilder(ds, tok, vocab, corpus_cfg)
@@ -67,7 +67,7 @@ def run_size(ds, backbone_name: str, precision: str, corpus_cfg, model_cfg, max_
     model = build_model(backbone, vocab, builder, model_cfg)
     module = CLLM4RecModule(model, builder, Schedule(), lr=model_cfg.pretrain.lr, lambda_mr=model_cfg.lambda_mr,
                             mr_reduction=model_cfg.mr_reduction, eval_batch_size=model_cfg.eval_batch_size,
-                            max_eval_bytes=model_cfg.max_eval_bytes, pad_id=pad_id)
+                            max_eval_bytes=model_cfg.max_eval_bytes, pad_id=pad)
     opt = module.configure_optimizers()
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
     out = {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions,
@@ -75,7 +75,7 @@ def run_size(ds, backbone_name: str, precision: str, corpus_cfg, model_cfg, max_
     for step, stage, epoch in (("L", "pretrain", 0), ("C", "pretrain", 1), ("rec", "finetune", 0)):
         sm = model_cfg[stage]
         data = CorpusData(builder, Schedule(stage=stage, content_warmup_epochs=0, finetune_content=False),
-                          batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=0, pad_id=pad_id)
+                          batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=0, pad_id=pad)
         t0 = time.perf_counter()
         batches = [b for b in data.epoch_batches(epoch) if b["step"] == step]
         data_s = time.perf_counter() - t0

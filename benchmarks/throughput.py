@@ -67,7 +67,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, Peak, load, machine, now, write_json  # noqa: E402
 
-from cllm4rec.backbone import load_backbone  # noqa: E402
+from cllm4rec.backbone import load_backbone, pad_id  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
 from cllm4rec.model import CLLM4Rec  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
@@ -153,7 +153,7 @@ class Bench:
         if precision == "bf16w":
             backbone = backbone.to(torch.bfloat16)
         self.tok = tok
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.pad_id = pad_id(tok)
         self.vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
         self.builder = shared.builder if shared is not None else CorpusBuilder(ds, tok, self.vocab, corpus_cfg)
         torch.manual_seed(0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -40,6 +39,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
                           LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast)
 
+from .files import sha256_file
 from .paths import model_cache
 
 log = logging.getLogger(__name__)
@@ -245,12 +245,11 @@ def _smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     return model, AutoTokenizer.from_pretrained(folder)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads batches: the tokenizer's pad token, else 0 (no head reads padding)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _smollm2_gguf() -> Path:

@@ -80,14 +80,14 @@ import dataclasses
 import hashlib
 import os
 import re
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from .files import help_field, replacing
 from .data.dataset import PARTS as PART_CODE, TEST, TRAIN, VALID, Dataset
 from .vocab import Vocab
 
@@ -100,13 +100,6 @@ HEAD = {"collaborative": "item", "mim": "item", "bpr": "item", "history": "item"
 CONTENT_KINDS = ("interaction_text", "item_text", "user_text")
 
 
-def _help(default, text: str, **kw):
-    """A dataclass field with help text (peft style)."""
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text}, **kw)
-
-
 @dataclass
 class CorpusConfig:
     """Templates, document kinds and lengths; conf/corpus/default.yaml mirrors every field.
@@ -116,73 +109,73 @@ class CorpusConfig:
     tokenizes exactly like `IDTokenizer.encode` of the filled-in text.
     """
     # ---- lengths and order
-    max_prompt_tokens: int = _help(512, "Longest prompt; longer prompts drop history items, keeping their cue")
-    max_main_tokens: int = _help(512, "Longest main text; words are cut at the end, items keep a random subset")
-    item_order: str = _help("shuffle", "shuffle: a fresh random order of history items on every draw (the "
+    max_prompt_tokens: int = help_field(512, "Longest prompt; longer prompts drop history items, keeping their cue")
+    max_main_tokens: int = help_field(512, "Longest main text; words are cut at the end, items keep a random subset")
+    item_order: str = help_field("shuffle", "shuffle: a fresh random order of history items on every draw (the "
                             "paper's stochastic reordering); time: keep time order, mask and keep the most recent")
     # ---- collaborative (item head)
-    collaborative: bool = _help(True, "Use collaborative documents in the item-head mixture")
-    collaborative_weight: float = _help(1.0, "Documents per user per epoch in the mixture (fractions sample)")
-    collaborative_template: str = _help("{user} has interacted with", "Prompt; main = the user's training items")
+    collaborative: bool = help_field(True, "Use collaborative documents in the item-head mixture")
+    collaborative_weight: float = help_field(1.0, "Documents per user per epoch in the mixture (fractions sample)")
+    collaborative_template: str = help_field("{user} has interacted with", "Prompt; main = the user's training items")
     # ---- content (vocabulary head)
-    interaction_text: bool = _help(True, "Use interaction texts (reviews, tags) of training rows")
-    interaction_text_weight: float = _help(1.0, "Copies per text per epoch in the word-head mixture")
-    interaction_text_fields: list | None = _help(None, "Fields of Dataset.interaction_text to use; null = all")
-    interaction_text_templates: dict = _help(
+    interaction_text: bool = help_field(True, "Use interaction texts (reviews, tags) of training rows")
+    interaction_text_weight: float = help_field(1.0, "Copies per text per epoch in the word-head mixture")
+    interaction_text_fields: list | None = help_field(None, "Fields of Dataset.interaction_text to use; null = all")
+    interaction_text_templates: dict = help_field(
         {"review": "{user} wrote the following review for {item}:",
          "summary": "{user} summarized the review of {item} as:",
          "tags": "{user} tagged {item} with:"}, "Per-field prompt; slots {user} {item}")
-    interaction_text_fallback: str = _help("{user} wrote the following {field} for {item}:",
+    interaction_text_fallback: str = help_field("{user} wrote the following {field} for {item}:",
                                            "Prompt for fields without a template ({field} = field name)")
-    item_text: bool = _help(True, "Use item texts (title, description, brand, attributes, genres, ...)")
-    item_text_weight: float = _help(1.0, "Copies per text per epoch in the word-head mixture")
-    item_text_fields: list | None = _help(None, "Fields of Dataset.item_text to use; null = all")
-    item_text_templates: dict = _help({"title": "The title of {item} is:"}, "Per-field prompt; slot {item}")
-    item_text_fallback: str = _help("The {field} of {item} is:", "Prompt for other fields ({field} = name)")
-    user_text: bool = _help(True, "Use user texts (profiles)")
-    user_text_weight: float = _help(1.0, "Copies per text per epoch in the word-head mixture")
-    user_text_fields: list | None = _help(None, "Fields of Dataset.user_text to use; null = all")
-    user_text_mode: str = _help("profile", "profile: one document per user, 'field: value, ...'; "
+    item_text: bool = help_field(True, "Use item texts (title, description, brand, attributes, genres, ...)")
+    item_text_weight: float = help_field(1.0, "Copies per text per epoch in the word-head mixture")
+    item_text_fields: list | None = help_field(None, "Fields of Dataset.item_text to use; null = all")
+    item_text_templates: dict = help_field({"title": "The title of {item} is:"}, "Per-field prompt; slot {item}")
+    item_text_fallback: str = help_field("The {field} of {item} is:", "Prompt for other fields ({field} = name)")
+    user_text: bool = help_field(True, "Use user texts (profiles)")
+    user_text_weight: float = help_field(1.0, "Copies per text per epoch in the word-head mixture")
+    user_text_fields: list | None = help_field(None, "Fields of Dataset.user_text to use; null = all")
+    user_text_mode: str = help_field("profile", "profile: one document per user, 'field: value, ...'; "
                                 "per_field: one document per field")
-    user_text_profile_template: str = _help("The profile of {user} is:", "Prompt of the combined profile")
-    user_text_fallback: str = _help("The {field} of {user} is:", "Prompt per field in per_field mode")
+    user_text_profile_template: str = help_field("The profile of {user} is:", "Prompt of the combined profile")
+    user_text_fallback: str = help_field("The {field} of {user} is:", "Prompt per field in per_field mode")
     # ---- second paper's auxiliary tasks (item head), off by default
-    mim: bool = _help(False, "Masked item modeling documents in the item-head mixture")
-    mim_weight: float = _help(1.0, "Documents per user per epoch")
-    mim_mask_ratio: float = _help(0.2, "Fraction of the history masked (rule in the module docstring)")
-    mim_mask_word: str = _help("[mask]", "Word shown in place of a masked item (a space is put before it)")
-    mim_template: str = _help("{user} has interacted with {history} where {mask} hides an item; the hidden items are",
+    mim: bool = help_field(False, "Masked item modeling documents in the item-head mixture")
+    mim_weight: float = help_field(1.0, "Documents per user per epoch")
+    mim_mask_ratio: float = help_field(0.2, "Fraction of the history masked (rule in the module docstring)")
+    mim_mask_word: str = help_field("[mask]", "Word shown in place of a masked item (a space is put before it)")
+    mim_template: str = help_field("{user} has interacted with {history} where {mask} hides an item; the hidden items are",
                               "Prompt; {history} = the history with masked items as the mask word; {mask} = "
                               "the mask word as text")
-    bpr: bool = _help(False, "Pairwise preference documents in the item-head mixture")
-    bpr_weight: float = _help(1.0, "Documents per user per epoch (each with a fresh pair)")
-    bpr_template: str = _help("Between {a} and {b}, {user} prefers", "Prompt; main = the consumed item")
-    history: bool = _help(False, "Recommendation documents describing the user by item titles")
-    history_weight: float = _help(1.0, "Documents per user (with >= 2 training items) per epoch")
-    history_mask_ratio: float = _help(0.2, "Fraction of the history held out as the main text")
-    history_field: str | None = _help(None, "Item text field naming an item; null = first of title, "
+    bpr: bool = help_field(False, "Pairwise preference documents in the item-head mixture")
+    bpr_weight: float = help_field(1.0, "Documents per user per epoch (each with a fresh pair)")
+    bpr_template: str = help_field("Between {a} and {b}, {user} prefers", "Prompt; main = the consumed item")
+    history: bool = help_field(False, "Recommendation documents describing the user by item titles")
+    history_weight: float = help_field(1.0, "Documents per user (with >= 2 training items) per epoch")
+    history_mask_ratio: float = help_field(0.2, "Fraction of the history held out as the main text")
+    history_field: str | None = help_field(None, "Item text field naming an item; null = first of title, "
                                       "movie_title, name present")
-    history_title_tokens: int = _help(32, "Longest title kept per item")
-    history_template: str = _help("A user has interacted with {titles} and will interact with",
+    history_title_tokens: int = help_field(32, "Longest title kept per item")
+    history_template: str = help_field("A user has interacted with {titles} and will interact with",
                                   "Prompt; {titles} = the quoted titles, each followed by a comma")
     # ---- recommendation-oriented fine-tuning and evaluation
-    finetune_mask_ratio: float = _help(0.5, "p_m: fraction of training items masked from the prompt (rule in "
+    finetune_mask_ratio: float = help_field(0.5, "p_m: fraction of training items masked from the prompt (rule in "
                                        "the docstring); the paper: 0.2")
-    finetune_target: str = _help("all", "all: every training item, visible or masked (the authors' code; a "
+    finetune_target: str = help_field("all", "all: every training item, visible or masked (the authors' code; a "
                                  "denoising autoencoder's target, as in Multi-DAE/VAE); masked: the held-out "
                                  "items only (the paper); next: a random time-ordered prefix -> the item "
                                  "right after it; sequence: the whole time-ordered history as the main text, "
                                  "the item head scores every next item in one pass (SASRec's shape; next and "
                                  "sequence need item_order=time, sequence a template ending in {items})")
-    finetune_template: str = _help("{user} has interacted with {items}, {user} will interact with",
+    finetune_template: str = help_field("{user} has interacted with {items}, {user} will interact with",
                                    "Fine-tuning and evaluation prompt; slot {items} required")
-    eval_order: str = _help("shuffle", "shuffle: one fixed seeded permutation per user; time: time order")
-    eval_seed: int = _help(0, "Seed of the fixed evaluation permutation")
-    eval_test_includes_valid: bool = _help(False, "Test prompts list training + validation items")
+    eval_order: str = help_field("shuffle", "shuffle: one fixed seeded permutation per user; time: time order")
+    eval_seed: int = help_field(0, "Seed of the fixed evaluation permutation")
+    eval_test_includes_valid: bool = help_field(False, "Test prompts list training + validation items")
     # ---- rating prediction (the third task of Cao et al. 2024), trained in fine-tuning
-    rating: bool = _help(False, "Rating documents (needs ratings in the data), trained alongside fine-tuning")
-    rating_weight: float = _help(1.0, "Documents per training rating per epoch (fractions sample)")
-    rating_template: str = _help("{user} rated {item}:", "Prompt; main = the rating as a word, e.g. ' 4'")
+    rating: bool = help_field(False, "Rating documents (needs ratings in the data), trained alongside fine-tuning")
+    rating_weight: float = help_field(1.0, "Documents per training rating per epoch (fractions sample)")
+    rating_template: str = help_field("{user} rated {item}:", "Prompt; main = the rating as a word, e.g. ' 4'")
 
     def __post_init__(self):
         for name in ("mim_mask_ratio", "history_mask_ratio", "finetune_mask_ratio"):
@@ -417,11 +410,8 @@ def tokenize_texts(tokenizer, texts: Sequence[str], cache_dir: str | os.PathLike
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
     offsets = _offsets(lens)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, tokens=tokens, offsets=offsets)
-        os.replace(tmp, path)   # atomic: a concurrent reader sees the whole file or none
+        with replacing(path, suffix=".npz") as tmp:   # a concurrent reader sees the whole file or none
+            np.savez(tmp, tokens=tokens, offsets=offsets)
     return tokens, offsets
 
 

@@ -37,6 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import metrics
+from .backbone import pad_id
 from .baselines import BiasRating, MeanRating
 from .data.dataset import TEST, TRAIN
 from .errors import reported
@@ -101,10 +102,9 @@ def evaluate_run(cfg: DictConfig) -> dict:
     run = Run(cfg.run_dir)
     rcfg, ds, builder, model = load_trained(run, needs=("test",))
     m = checked_model_config(rcfg.model)
-    pad_id = builder.tokenizer.pad_token_id if builder.tokenizer.pad_token_id is not None else 0
     module = CLLM4RecModule(model, builder, Schedule(stage="finetune"), eval_batch_size=m.eval_batch_size,
                             eval_max_tokens=m.eval_max_tokens,
-                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id).eval()
+                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id(builder.tokenizer)).eval()
     bf16 = str(rcfg.trainer.get("precision", "")).startswith("bf16")
 
     seen, target = ds.matrix("train", "valid"), ds.matrix("test")

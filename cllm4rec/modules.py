@@ -21,7 +21,6 @@ stateful iterable: a checkpoint taken mid-epoch resumes at the next batch with t
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 
 import lightning.pytorch as pl

@@ -1,9 +1,7 @@
 """One PNG per run: training losses and validation metrics over epochs, and model vs baselines."""
 from __future__ import annotations
 
-import os
-import tempfile
-
+from .files import replacing
 from .runs import Run
 
 
@@ -41,9 +39,7 @@ def plot_run(run: Run, test_rows: dict[str, dict[str, float]] | None = None,
     ax.set(title="test, full ranking")
     fig.tight_layout()
     path = run.root / "plot.png"
-    fd, tmp = tempfile.mkstemp(dir=run.root, prefix=".plot.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png", dpi=100)
+    with replacing(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

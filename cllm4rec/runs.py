@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import tempfile
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -31,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import RunError
+from .files import replacing, versions, write_atomic
 
 STAGES = ("pretrain", "finetune")
 
@@ -78,24 +77,6 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path} is damaged and cannot be read ({e}): train the stage that wrote it again, "
                        f"or restore the file") from None
-
-
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("cllm4rec", "torch", "transformers", "lightning", "hydra-core", "numpy", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 class Run:
@@ -150,19 +131,16 @@ class Run:
                            f"without resume=true (its checkpoints are then replaced)")
 
     def write_config(self, stage: str, yaml_text: str, manifest: dict) -> None:
-        _atomic_write(self.root / f"config-{stage}.yaml", yaml_text)
-        _atomic_write(self.root / f"manifest-{stage}.json",
+        write_atomic(self.root / f"config-{stage}.yaml", yaml_text)
+        write_atomic(self.root / f"manifest-{stage}.json",
                       json.dumps({**manifest, "versions_run": versions()}, indent=2, default=str))
 
     def save_embeddings(self, stage: str, tables: dict[str, torch.Tensor], user_ids, item_ids,
                         meta: dict) -> Path:
         path = self.embeddings_path(stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".embeddings.")
-        os.close(fd)
-        save_file(tables, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-        _atomic_write(self.root / "id_maps.json", json.dumps({"user_ids": list(user_ids), "item_ids": list(item_ids)}))
+        with replacing(path) as tmp:
+            save_file(tables, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+        write_atomic(self.root / "id_maps.json", json.dumps({"user_ids": list(user_ids), "item_ids": list(item_ids)}))
         return path
 
     def added_items_path(self, stage: str) -> Path:
@@ -171,10 +149,9 @@ class Run:
     def save_added_items(self, stage: str, rows: dict[str, torch.Tensor], meta: dict) -> Path:
         """Rows of the items added at serving time (Recommender.add_items), with their ids and texts."""
         path = self.added_items_path(stage)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".added_items.")
-        os.close(fd)
-        save_file({k: v.contiguous() for k, v in rows.items()}, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            save_file({k: v.contiguous() for k, v in rows.items()}, str(tmp),
+                      metadata={k: json.dumps(v) for k, v in meta.items()})
         return path
 
     def load_added_items(self, stage: str) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -188,11 +165,8 @@ class Run:
         """What of the backbone trained (tuning.trained_state: a LoRA adapter or every weight)."""
         from .tuning import trained_state
         path = self.backbone_path(stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".backbone.")
-        os.close(fd)
-        save_file(trained_state(backbone), tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            save_file(trained_state(backbone), str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
         return path
 
     def load_backbone_state(self, stage: str) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -203,15 +177,15 @@ class Run:
         return read_safetensors(path)
 
     def write_metrics(self, stage: str, results: dict, table: str) -> None:
-        _atomic_write(self.stage_dir(stage) / "metrics.json", json.dumps(results, indent=2))
-        _atomic_write(self.stage_dir(stage) / "metrics.md", table + "\n")
+        write_atomic(self.stage_dir(stage) / "metrics.json", json.dumps(results, indent=2))
+        write_atomic(self.stage_dir(stage) / "metrics.md", table + "\n")
 
     def write_evaluation(self, results: dict, table: str) -> None:
-        _atomic_write(self.root / "evaluation.json", json.dumps(results, indent=2))
-        _atomic_write(self.root / "evaluation.md", table + "\n")
+        write_atomic(self.root / "evaluation.json", json.dumps(results, indent=2))
+        write_atomic(self.root / "evaluation.md", table + "\n")
 
     def write_history(self, stage: str, epochs: list[dict]) -> None:
-        _atomic_write(self.stage_dir(stage) / "history.json", json.dumps(epochs, indent=1))
+        write_atomic(self.stage_dir(stage) / "history.json", json.dumps(epochs, indent=1))
 
     # ------------------------------------------------------------------ reading
     def history(self, stage: str) -> list[dict]:

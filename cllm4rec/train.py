@@ -20,9 +20,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .backbone import load_backbone
+from .backbone import load_backbone, pad_id
 from .corpus import CorpusBuilder, CorpusConfig
 from .errors import RunError
+from .files import help_field
 from .model import CLLM4Rec
 from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, PlainProgress, Schedule
 from .prepare import prepared_dataset
@@ -33,72 +34,68 @@ from .tuning import MODES, LoraSettings, load_trained_state, tuning_kwargs
 from .vocab import Vocab
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class StageConfig:
     """What both stages share: the optimiser (AdamW) and its learning-rate schedule."""
-    lr: float = _f(1e-4, "Learning rate of the ID tables")
-    backbone_lr: Optional[float] = _f(None, "Learning rate of the backbone's adapter or weights "
+    lr: float = help_field(1e-4, "Learning rate of the ID tables")
+    backbone_lr: Optional[float] = help_field(None, "Learning rate of the backbone's adapter or weights "
                                             "(model.backbone_tuning=lora|full); null: lr")
-    weight_decay: float = _f(0.01, "AdamW weight decay of the adapter or backbone weights (never the ID tables)")
-    lr_schedule: str = _f("constant", "constant, linear or cosine decay to 0 over the stage's epochs "
+    weight_decay: float = help_field(0.01, "AdamW weight decay of the adapter or backbone weights (never the ID tables)")
+    lr_schedule: str = help_field("constant", "constant, linear or cosine decay to 0 over the stage's epochs "
                                       "(transformers.get_scheduler), after the warm-up")
-    warmup_ratio: float = _f(0.0, "Fraction of the stage's steps with a linear warm-up from 0")
-    batch_size: int = _f(64, "Documents per batch at most (length-bucketed)")
-    max_tokens: Optional[int] = _f(1536, "At most this many padded tokens per batch")
+    warmup_ratio: float = help_field(0.0, "Fraction of the stage's steps with a linear warm-up from 0")
+    batch_size: int = help_field(64, "Documents per batch at most (length-bucketed)")
+    max_tokens: Optional[int] = help_field(1536, "At most this many padded tokens per batch")
 
 
 @dataclass
 class PretrainConfig(StageConfig):
-    epochs: int = _f(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
-    content_warmup_epochs: int = _f(1, "Content-only epochs before the alternation")
-    evaluate: bool = _f(False, "Rank validation/test users with the pretrained item head at the end "
+    epochs: int = help_field(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
+    content_warmup_epochs: int = help_field(1, "Content-only epochs before the alternation")
+    evaluate: bool = help_field(False, "Rank validation/test users with the pretrained item head at the end "
                                "(costs two evaluation passes; validation every epoch is fine-tuning's job)")
 
 
 @dataclass
 class FinetuneConfig(StageConfig):
-    epochs: int = _f(10, "Maximum fine-tuning epochs")
-    batch_size: int = _f(4, "Prompts per batch at most")
-    content_alongside: bool = _f(False, "C-step batches with MR toward the fine-tuned embeddings")
-    patience: int = _f(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
-    from_pretrained: bool = _f(True, "Start from the pretraining embeddings (false: from scratch)")
-    lambda_mr: Optional[float] = _f(None, "Mutual regularization weight in fine-tuning; null: model.lambda_mr. "
+    epochs: int = help_field(10, "Maximum fine-tuning epochs")
+    batch_size: int = help_field(4, "Prompts per batch at most")
+    content_alongside: bool = help_field(False, "C-step batches with MR toward the fine-tuned embeddings")
+    patience: int = help_field(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
+    from_pretrained: bool = help_field(True, "Start from the pretraining embeddings (false: from scratch)")
+    lambda_mr: Optional[float] = help_field(None, "Mutual regularization weight in fine-tuning; null: model.lambda_mr. "
                                           "0 when fine-tuning from scratch: the content rows are then untrained "
                                           "noise that MR would hold the collaborative rows to")
-    exclude_seen: bool = _f(False, "corpus.finetune_target=sequence: a user's earlier items are out of the "
+    exclude_seen: bool = help_field(False, "corpus.finetune_target=sequence: a user's earlier items are out of the "
                                    "softmax at each position (the ranking leaves seen items out too)")
-    auxiliary: bool = _f(False, "The L-step's auxiliary documents alongside (corpus.mim, bpr, history: "
+    auxiliary: bool = help_field(False, "The L-step's auxiliary documents alongside (corpus.mim, bpr, history: "
                                 "their *_weight = documents per user per epoch)")
 
 
 @dataclass
 class ModelConfig:
     """The `model` config group (conf/model/cllm4rec.yaml); checked field by field."""
-    backbone_tuning: str = _f("frozen", "frozen: only the ID tables train (the paper); lora: peft adapters "
+    backbone_tuning: str = help_field("frozen", "frozen: only the ID tables train (the paper); lora: peft adapters "
                                         "(model.lora); full: every backbone weight too")
     lora: LoraSettings = field(default_factory=LoraSettings)
-    backbone_dropout: Optional[float] = _f(None, "Dropout of a tuned backbone (lora/full); null: its own rates")
-    init_std: float = _f(0.002, "Std of the new user/item rows (the paper: 0.02)")
-    item_init: str = _f("random", "random: N(0, init_std) rows; text: item rows from the backbone's mean last "
+    backbone_dropout: Optional[float] = help_field(None, "Dropout of a tuned backbone (lora/full); null: its own rates")
+    init_std: float = help_field(0.002, "Std of the new user/item rows (the paper: 0.02)")
+    item_init: str = help_field("random", "random: N(0, init_std) rows; text: item rows from the backbone's mean last "
                                   "hidden state over the item's text, users from their items (text_init.py)")
-    item_init_field: Optional[str] = _f(None, "Item text field of item_init=text; null: a title, else the first field")
-    id_input_scale: Optional[float] = _f(None, "Multiplier of user/item rows where they enter the backbone (not "
+    item_init_field: Optional[str] = help_field(None, "Item text field of item_init=text; null: a title, else the first field")
+    id_input_scale: Optional[float] = help_field(None, "Multiplier of user/item rows where they enter the backbone (not "
                                                "in the tied item head); null: std(word embeddings) / init_std, "
                                                "so new tokens enter at the words' scale; 1: the paper")
-    item_bias: bool = _f(True, "Item head bias initialised to log training item frequency (false: the paper's "
+    item_bias: bool = help_field(True, "Item head bias initialised to log training item frequency (false: the paper's "
                                "bias-free head)")
-    lambda_mr: float = _f(1.0, "Mutual regularization weight")
-    mr_reduction: str = _f("sum", "sum (authors' code) or mean (per distinct token)")
-    eval_batch_size: int = _f(64, "Prompts per forward pass in evaluation (at most)")
-    eval_max_tokens: int = _f(8192, "Padded tokens per evaluation forward pass (at most; length-sorted)")
-    max_eval_bytes: int = _f(256 << 20, "Memory bound of one scoring batch")
+    lambda_mr: float = help_field(1.0, "Mutual regularization weight")
+    mr_reduction: str = help_field("sum", "sum (authors' code) or mean (per distinct token)")
+    eval_batch_size: int = help_field(64, "Prompts per forward pass in evaluation (at most)")
+    eval_max_tokens: int = help_field(8192, "Padded tokens per evaluation forward pass (at most; length-sorted)")
+    max_eval_bytes: int = help_field(256 << 20, "Memory bound of one scoring batch")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    checkpoint_every_n_steps: int = _f(50, "Mid-epoch checkpoints (last.ckpt) for resume after a crash")
+    checkpoint_every_n_steps: int = help_field(50, "Mid-epoch checkpoints (last.ckpt) for resume after a crash")
 
 
 def checked_model_config(model_cfg: DictConfig) -> DictConfig:
@@ -269,14 +266,14 @@ def train(cfg: DictConfig) -> dict:
         lambda_override = None
     if schedule.finetune_rating:
         builder.rating_scale   # fails now, with what to do, if the data has no usable ratings
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     data = CorpusData(builder, schedule, batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=cfg.seed,
-                      pad_id=pad_id)
+                      pad_id=pad)
     lambda_mr = m.finetune.lambda_mr if stage == "finetune" and m.finetune.lambda_mr is not None else m.lambda_mr
     lambda_mr = lambda_mr if lambda_override is None else lambda_override
     module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=lambda_mr, mr_reduction=m.mr_reduction,
                             eval_batch_size=m.eval_batch_size, eval_max_tokens=m.eval_max_tokens,
-                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id, backbone_lr=sm.backbone_lr,
+                            max_eval_bytes=m.max_eval_bytes, pad_id=pad, backbone_lr=sm.backbone_lr,
                             weight_decay=sm.weight_decay, lr_schedule=sm.lr_schedule, warmup_ratio=sm.warmup_ratio,
                             exclude_seen=stage == "finetune" and bool(sm.exclude_seen))
 

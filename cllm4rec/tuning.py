@@ -10,26 +10,24 @@ serving; a frozen backbone is never saved, it is rebuilt from `backbone.name`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
+from .files import help_field
+
 MODES = ("frozen", "lora", "full")
-
-
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class LoraSettings:
     """The `model.lora` config group (peft's LoraConfig fields of the same meaning)."""
-    r: int = _f(8, "Adapter rank")
-    alpha: float = _f(16.0, "Scaling numerator: the adapter's output is multiplied by alpha / r")
-    dropout: float = _f(0.05, "Dropout on the adapter's input")
-    target_modules: Optional[list[str]] = _f(None, "Module names to adapt; null: peft's default for the "
+    r: int = help_field(8, "Adapter rank")
+    alpha: float = help_field(16.0, "Scaling numerator: the adapter's output is multiplied by alpha / r")
+    dropout: float = help_field(0.05, "Dropout on the adapter's input")
+    target_modules: Optional[list[str]] = help_field(None, "Module names to adapt; null: peft's default for the "
                                                    "architecture (GPT-2: c_attn; Llama: q_proj, v_proj)")
 
 

