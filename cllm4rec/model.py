@@ -120,10 +120,10 @@ class CLLM4Rec(nn.Module):
     def compile_body(self, enable: bool = True) -> "CLLM4Rec":
         """torch.compile the frozen backbone body (dynamic shapes: one graph for every batch shape).
         Kept out of the module tree (a plain attribute), so state dicts and checkpoints are unchanged.
-        On a 2-core CPU the first step pays ~1.5 min of compilation (and validation its own graph);
-        fused element-wise ops and casts make later bf16 steps x1.3-1.4 faster (benchmarks/
-        throughput.py, variant `compiled`), which repays it after ~6 ML-100K fine-tuning epochs.
-        Equal to eager in fp32 (1e-5); under bf16 autocast it rounds differently."""
+        The first step pays for compilation (and validation for its own graph); fused element-wise
+        ops and casts make later bf16 steps faster, so only a long run repays it (benchmarks/
+        throughput.py, variant `compiled`). Equal to eager in fp32; under bf16 autocast it rounds
+        differently."""
         if enable:
             self.__dict__["compiled_body"] = torch.compile(self.backbone.base_model, dynamic=True)
         else:
