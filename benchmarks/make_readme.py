@@ -297,6 +297,32 @@ def render_generic(rep) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mean_std(m: dict | None) -> str:
+    if not m:
+        return ""
+    return fmt(m["mean"], 4) + (f" ± {fmt(m['std'], 4)}" if m.get("n", 1) > 1 else "")
+
+
+def render_quality(rep) -> str:
+    """quality_*.json: the test metrics per row over seeds (mean ± std), the cold-item views when
+    the split holds items out, then the generic table of the runs."""
+    out = []
+    summ = rep.get("summary") or {}
+    keys = [k for k in ("recall@20", "recall@40", "ndcg@20", "ndcg@100", "hr@10", "ndcg@10")
+            if any(k in m for m in summ.values())]
+    if summ:
+        out.append(f"Test, full ranking, over seeds {fmt(rep.get('seeds'))}:\n\n"
+                   + table(["row", *keys], [[r, *(_mean_std(m.get(k)) for k in keys)] for r, m in summ.items()]))
+    for view, rows in (rep.get("summary_cold_items") or {}).items():
+        what = (rep.get("cold_views") or {}).get(view, "")
+        out.append(f"\nCold items, {view} view ({what}):\n\n"
+                   + table(["row", "recall@20", "ndcg@20", "recall@50"],
+                           [[r, *(_mean_std(m.get(k)) for k in ("recall@20", "ndcg@20", "recall@50"))]
+                            for r, m in rows.items()]))
+    return "\n".join(out) + ("\n\n" if out else "") + render_generic(
+        {k: v for k, v in rep.items() if k not in ("summary", "summary_sampled", "summary_cold_items")})
+
+
 RENDER = {"throughput": render_throughput, "throughput_attention": render_throughput, "evaluation": render_evaluation,
           "scaling": render_scaling, "corpus": render_corpus}
 
@@ -319,7 +345,7 @@ def build(results: Path) -> str:
             continue
         head = header(p.stem, rep if isinstance(rep, dict) else {}, p)
         try:
-            body = RENDER.get(p.stem, render_generic)(rep)
+            body = RENDER.get(p.stem, render_quality if p.stem.startswith("quality_") else render_generic)(rep)
         except (KeyError, TypeError, AttributeError, ValueError) as e:   # a changed format: fall back
             body = f"(layout not recognised: {type(e).__name__}: {e}; generic table)\n\n" + render_generic(rep)
         parts.append(f'<a id="{p.stem}"></a>\n{head}\n{body}')
