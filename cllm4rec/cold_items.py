@@ -11,8 +11,8 @@
                        strength of each by efficient leave-one-out on those items (RidgeCV)
            neighbours  the similarity-weighted mean of the trained rows of the `k` warm items
                        whose texts are closest in TF-IDF (fitted on the warm items' texts only)
-           blend       the mean of projection and neighbours (the default: best of the four on
-                       the validation users' cold items, ML-100K; benchmarks/results)
+           blend       projection_weight x projection + the rest x neighbours (the default; it and
+                       its k and weight were chosen on the validation users' cold items, README)
 
 Used by `cllm4rec.evaluate` on a cold_items split (the held-out items' rows are replaced before
 ranking) and by `Recommender.add_items` (new items appended at serving time). Neither touches
@@ -52,13 +52,17 @@ class ItemRows:
     """Text -> rows of a trained CLLM4Rec's item tables (see the module docstring).
 
     mode: one of MODES; fields: the item text fields a description reads (None = all);
-    max_tokens: how much of a description the backbone reads; k: neighbours per item."""
+    max_tokens: how much of a description the backbone reads; k: neighbours per item;
+    projection_weight: the projection's share of a blend."""
 
     def __init__(self, mode: str = "blend", fields: Sequence[str] | None = None, max_tokens: int = 128,
-                 k: int = 50):
+                 k: int = 100, projection_weight: float = 0.3):
         if mode not in MODES:
             raise ValueError(f"cold-item rows mode must be one of {MODES}, got {mode!r}")
+        if not 0 <= projection_weight <= 1:
+            raise ValueError(f"projection_weight must be in [0, 1], got {projection_weight}")
         self.mode, self.fields, self.max_tokens, self.k = mode, fields, max_tokens, k
+        self.projection_weight = projection_weight
 
     def vectors(self, model: CLLM4Rec, builder, texts: Sequence[str]) -> torch.Tensor:
         """[M] descriptions -> [M, d] mean last hidden states of the (trained) backbone."""
@@ -130,7 +134,8 @@ class ItemRows:
             out = {k: r.predict(x) for k, r in self.ridge.items()}
             if self.mode == "blend":
                 near = self._neighbours(texts)
-                out = {k: 0.5 * (v + near[k]) for k, v in out.items()}
+                w = self.projection_weight
+                out = {k: w * v + (1 - w) * near[k] for k, v in out.items()}
         return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in out.items()}
 
 

@@ -144,8 +144,8 @@ class Recommender:
 
         items: {item id: text}, the text a string ("Title; genres: ...") or {field: text} as the
         dataset's items have (title, description, ...). Rows come from the text (cold_items.py,
-        `blend`: a ridge projection of the backbone's reading and the rows of the most similar
-        trained items); the new items go after the existing ones, so the scores
+        `blend`: a ridge projection of the backbone's reading mixed with the rows of the most
+        similar trained items); the new items go after the existing ones, so the scores
         of existing items do not change. save: also write them into the run folder (all items
         added so far), so `from_run` loads them. Returns the added ids."""
         new = {str(k): (describe(v) if isinstance(v, Mapping) else str(v if v is not None else "")).strip()
