@@ -20,6 +20,7 @@ another item's row, so the scores of the other items stay as they were.
 """
 from __future__ import annotations
 
+import copy
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -100,6 +101,16 @@ class ItemRows:
         self.n_fitted = len(warm)
         return self
 
+    def as_mode(self, mode: str) -> "ItemRows":
+        """The same fitted mapping read in another mode: a blend holds what projection and
+        neighbours need, so one fit serves all three."""
+        needs = {"text": ("scale",), "projection": ("ridge",), "neighbours": ("tfidf",), "blend": ("ridge", "tfidf")}
+        if mode not in MODES or not all(hasattr(self, a) for a in needs[mode]):
+            raise ValueError(f"an ItemRows fitted in mode {self.mode!r} cannot be read as {mode!r}")
+        other = copy.copy(self)
+        other.mode = mode
+        return other
+
     def _neighbours(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         sim = (self.tfidf.transform(texts) @ self.warm_tfidf.T).toarray()                  # [M, W] cosine
         k = min(self.k, sim.shape[1])
@@ -150,12 +161,14 @@ def write_rows(model: CLLM4Rec, items: np.ndarray, rows: dict[str, torch.Tensor]
         model.item_bias[at.to(model.item_bias.device)] = rows["collaborative.item_bias"].to(model.item_bias)
 
 
-def place_cold_items(model: CLLM4Rec, builder, mode: str = "blend", fields: Sequence[str] | None = None) -> dict:
-    """Replace the rows of the dataset's cold items (a cold_items split) with rows from their text."""
+def place_cold_items(model: CLLM4Rec, builder, mode: str = "blend", fields: Sequence[str] | None = None,
+                     fitted: ItemRows | None = None) -> dict:
+    """Replace the rows of the dataset's cold items (a cold_items split) with rows from their text
+    (`fitted`: a mapping already fitted on the same model and fields, read in `mode`)."""
     ds = builder.ds
     if ds.cold_items is None:
         raise ValueError(f"dataset {ds.name!r} has no cold items: use data.split.protocol=cold_items")
     cold = np.flatnonzero(ds.cold_items)
-    placer = ItemRows(mode, fields).fit(model, builder)
+    placer = fitted.as_mode(mode) if fitted is not None else ItemRows(mode, fields).fit(model, builder)
     write_rows(model, cold, placer.rows(model, builder, item_descriptions(ds.item_text, cold, fields)))
     return {"mode": mode, "cold_items": len(cold), "fitted_on": placer.n_fitted}

@@ -112,12 +112,11 @@ def evaluate_run(cfg: DictConfig) -> dict:
     users, cand = metrics.sampled_candidates(ds.matrix("train", "valid", "test"), heldout,
                                              cfg.sampled.n_negatives, cfg.sampled.seed)
     scorers = {"CLLM4Rec": lambda u: module.score_users(u, "test")}
-    cllm = model
     placing = {}                 # row name -> the call that writes its cold-item rows first
     cold_capable = {"CLLM4Rec"}
     extra = {}
     if ds.cold_items is not None:
-        from .cold_items import place_cold_items
+        from .cold_items import ItemRows, place_cold_items
         from .text_init import text_field
         init_field = ([text_field(ds.item_text, rcfg.model.get("item_init_field"))]
                       if rcfg.model.get("item_init") == "text" else None)
@@ -125,8 +124,15 @@ def evaluate_run(cfg: DictConfig) -> dict:
         variants = {"CLLM4Rec (text rows)": ("text", init_field), "CLLM4Rec (projection)": ("projection", None),
                     "CLLM4Rec (neighbours)": ("neighbours", None), "CLLM4Rec": ("blend", None)}
         scorers = {name: scorers["CLLM4Rec"] for name in variants} | {k: v for k, v in scorers.items() if k not in variants}
-        placing = {name: (lambda mode=mode, fields=fields: place_cold_items(cllm, builder, mode, fields))
-                   for name, (mode, fields) in variants.items()}
+        fitted = {}      # one blend fit (backbone text vectors + TF-IDF) serves projection and neighbours
+
+        def place(mode, fields):
+            if mode == "text":      # text rows: their own fit (and the item_init field, if any)
+                return place_cold_items(model, builder, mode, fields)
+            if not fitted:
+                fitted["blend"] = ItemRows("blend").fit(model, builder)
+            return place_cold_items(model, builder, mode, fitted=fitted["blend"])
+        placing = {name: (lambda mode=mode, fields=fields: place(mode, fields)) for name, (mode, fields) in variants.items()}
         cold_capable |= set(placing)
         extra = dict(cfg.get("cold_baselines") or {})
         cold_capable |= set(extra)
@@ -134,11 +140,11 @@ def evaluate_run(cfg: DictConfig) -> dict:
     for name, bcfg in {**(cfg.baselines or {}), **extra}.items():
         t0 = time.perf_counter()
         print(f"fitting {name} on the training part", file=sys.stderr, flush=True)   # EASE's solve has no steps to show
-        model = instantiate(bcfg)
-        if hasattr(model, "fit_dataset"):   # a sequence model (SASRec): time order; test input = train + valid
-            scorers[name] = model.fit_dataset(ds).scorer("test")
+        baseline = instantiate(bcfg)
+        if hasattr(baseline, "fit_dataset"):   # a sequence model (SASRec): time order; test input = train + valid
+            scorers[name] = baseline.fit_dataset(ds).scorer("test")
         else:
-            scorers[name] = model.fit(ds.matrix("train"), valid=ds.matrix("valid"))
+            scorers[name] = baseline.fit(ds.matrix("train"), valid=ds.matrix("valid"))
         timings[name] = round(time.perf_counter() - t0, 2)
 
     rows, sampled, cold = {}, {}, {}
@@ -176,9 +182,9 @@ def evaluate_run(cfg: DictConfig) -> dict:
             rating["CLLM4Rec"] = module.rating_metrics("test")   # (cold rows: the last placed)
         train = np.flatnonzero((ds.split == TRAIN) & np.isfinite(ds.rating))
         test = np.flatnonzero((ds.split == TEST) & np.isfinite(ds.rating))
-        for name, model in (("mean rating", MeanRating()), ("user+item bias", BiasRating())):
-            model.fit(ds.user[train], ds.item[train], ds.rating[train])
-            rating[name] = metrics.rating_errors(model.predict(ds.user[test], ds.item[test]), ds.rating[test])
+        for name, baseline in (("mean rating", MeanRating()), ("user+item bias", BiasRating())):
+            baseline.fit(ds.user[train], ds.item[train], ds.rating[train])
+            rating[name] = metrics.rating_errors(baseline.predict(ds.user[test], ds.item[test]), ds.rating[test])
         table += (f"\n\nRating prediction (test part, {rating['CLLM4Rec']['n_ratings']} rated pairs)\n\n"
                   + results_table(rating, ["rmse", "mae"]))
     results = {"data": ds.name, "split": OmegaConf.to_container(rcfg.data.split, resolve=True),

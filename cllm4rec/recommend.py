@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 
 from .backbone import load_backbone
 from .cold_items import ItemRows, describe
+from .text_init import TITLE_FIELDS
 from .corpus import CorpusBuilder, CorpusConfig, collate
 from .data.dataset import Dataset
 from .errors import RunError
@@ -43,7 +44,6 @@ from .runs import Run
 from .tuning import load_trained_state, tuning_kwargs
 from .vocab import Vocab
 
-TITLE_FIELDS = ("title", "movie_title", "name")
 
 
 def load_trained(run: Run, stage: str = "finetune", needs: tuple[str, ...] = ()):

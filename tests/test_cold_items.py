@@ -145,6 +145,20 @@ def test_neighbours_of_a_text_equal_to_a_warm_items_are_its_rows(builder):
     assert torch.allclose(rows["collaborative.item_bias"][1], torch.as_tensor(placer.targets["collaborative.item_bias"].mean(), dtype=torch.float32))
 
 
+@pytest.mark.parametrize("mode", ["projection", "neighbours"])
+def test_a_blend_fit_read_in_another_mode_is_that_modes_own_fit(builder, mode):
+    backbone, _ = load_backbone("tiny_gpt2", seed=0)
+    model = CLLM4Rec(backbone, builder.vocab, item_prior=torch.arange(builder.ds.n_items).float())
+    texts = item_descriptions(builder.ds.item_text, np.flatnonzero(builder.ds.cold_items)[:5])
+    blend = ItemRows("blend").fit(model, builder)
+    shared, own = blend.as_mode(mode).rows(model, builder, texts), ItemRows(mode).fit(model, builder).rows(model, builder, texts)
+    for k, v in own.items():
+        assert torch.allclose(shared[k], v, atol=1e-6), k
+    assert blend.mode == "blend"
+    with pytest.raises(ValueError, match="cannot be read as 'text'"):
+        blend.as_mode("text")
+
+
 def test_write_rows_touches_only_the_given_items(builder):
     backbone, _ = load_backbone("tiny_gpt2", seed=0)
     model = CLLM4Rec(backbone, builder.vocab, item_prior=torch.ones(builder.ds.n_items))
