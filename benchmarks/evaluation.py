@@ -58,7 +58,7 @@ def child(kind: str, bound_mib: int, data: Path, eval_batch_size: int = 256) -> 
         vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
         builder = CorpusBuilder(ds, tok, vocab)
         module = CLLM4RecModule(CLLM4Rec(backbone, vocab), builder, Schedule(stage="finetune"),
-                                eval_batch_size=eval_batch_size, max_eval_bytes=bound).eval()
+                                eval_batch_size=eval_batch_size).eval()
         score_fn = lambda u: module.score_users(u, "test")  # noqa: E731
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

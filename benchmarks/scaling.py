@@ -7,7 +7,7 @@ epoch and one evaluation pass, on user-sampled subsets of Beauty (or Yelp), tiny
 Subsets: the prepared dataset (conf/data/<data>.yaml: per-user random 80/10/10 split, seed 0),
 then a seeded sample of `fraction` of the users with all their interactions and split labels
 kept (`Dataset.select`: items nobody in the sample touched drop out, so the catalogue shrinks
-too). The default corpus (conf/corpus/default.yaml) and batching (conf/model/cllm4rec.yaml:
+too). The default corpus (CorpusConfig) and batching (ModelConfig:
 batch_size 64, max_tokens 1536).
 
 Code path, without Lightning's Trainer (its loop overhead is not measured): the batches of
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
 
 from cllm4rec.backbone import load_backbone, pad_id  # noqa: E402
+from cllm4rec.config import ModelConfig  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
 from cllm4rec.prepare import prepared_dataset  # noqa: E402
@@ -67,7 +68,7 @@ def run_size(ds, backbone_name: str, precision: str, corpus_cfg, model_cfg, max_
     model = build_model(backbone, vocab, builder, model_cfg)
     module = CLLM4RecModule(model, builder, Schedule(), lr=model_cfg.pretrain.lr, lambda_mr=model_cfg.lambda_mr,
                             mr_reduction=model_cfg.mr_reduction, eval_batch_size=model_cfg.eval_batch_size,
-                            max_eval_bytes=model_cfg.max_eval_bytes, pad_id=pad)
+                            pad_id=pad)
     opt = module.configure_optimizers()
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
     out = {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions,
@@ -154,7 +155,7 @@ def main() -> None:
     ds_full, _ = prepared_dataset(data_cfg)
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" /
                                                                                  "default.yaml"), resolve=True))
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "cllm4rec.yaml")
+    model_cfg = OmegaConf.structured(ModelConfig)
     runs = []
     plan = [(args.backbone, f, None) for f in sorted(args.fractions)] + \
            [("smollm2_135m", f, args.smollm2_max_batches) for f in sorted(args.smollm2_fractions)]

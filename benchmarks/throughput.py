@@ -19,7 +19,7 @@ Batches, at ML-100K sizes (943 users, 1,682 items, the embedded dataset):
   synthetic  B x T token batches, no padding: L = user + ' has interacted with' + items; C = user +
              ' wrote the following review for' + item + ':' + random words; rec = a fine-tuning
              prompt of T tokens with T/4 random target items. Median of `--repeats` after `--warmup`.
-  real       ML-100K (conf/data/ml100k.yaml), the default corpus (conf/corpus/default.yaml) and
+  real       ML-100K (conf/data/ml100k.yaml), the default corpus (CorpusConfig) and
              batches exactly as `CorpusData.epoch_batches` cuts them (LengthBucketSampler with the
              model config's batch_size 64 / max_tokens 1536): a seeded sample of `--real-batches`
              batches of each step kind (+ one warm-up batch), run `--real-repeats` times; tokens/s =
@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, Peak, load, machine, now, write_json  # noqa: E402
 
 from cllm4rec.backbone import load_backbone, pad_id  # noqa: E402
+from cllm4rec.config import ModelConfig  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
 from cllm4rec.model import CLLM4Rec  # noqa: E402
 from cllm4rec.modules import CLLM4RecModule, CorpusData, Schedule  # noqa: E402
@@ -465,7 +466,7 @@ def alloc_child(name: str, kind: str, n: int, threads: int | None) -> dict:
     ds, _ = prepared_dataset(OmegaConf.load(ROOT / "conf" / "data" / "ml100k.yaml"))
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" /
                                                                                  "default.yaml"), resolve=True))
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "cllm4rec.yaml")
+    model_cfg = OmegaConf.structured(ModelConfig)
     b = Bench(name, "bf16", ds, corpus_cfg, model_cfg.pretrain.lr, model_cfg.lambda_mr, model_cfg.mr_reduction)
     batches = real_batches(b, model_cfg)[0][kind]
     b.step(batches[0])
@@ -554,7 +555,7 @@ def main() -> None:
     ds, _ = prepared_dataset(data_cfg)
     corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" /
                                                                                  "default.yaml"), resolve=True))
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / "cllm4rec.yaml")
+    model_cfg = OmegaConf.structured(ModelConfig)
     peak = Peak([(2048, 2048, 2048), (1536, 576, 1536), (1536, 1536, 576), (1536, 576, 576)])
     rows, profiles, epochs = [], [], {}
     rng = np.random.default_rng(args.seed)

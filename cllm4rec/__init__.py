@@ -6,3 +6,7 @@ from omegaconf import OmegaConf as _OmegaConf
 from .paths import sweep_trial as _sweep_trial
 
 _OmegaConf.register_new_resolver("cllm4rec.sweep_trial", _sweep_trial, replace=True)
+
+from .config import register_configs as _register_configs
+
+_register_configs()      # the model and corpus groups' defaults (config.py), before any compose

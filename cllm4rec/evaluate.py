@@ -44,7 +44,8 @@ from .errors import reported
 from .modules import CLLM4RecModule, Schedule
 from .recommend import load_trained
 from .runs import Run
-from .train import checked_model_config, results_table
+from .config import checked_model_config
+from .train import results_table
 
 RETRIEVAL_KS = (5, 10, 20, 40, 100)   # 5 and 10: the leave-one-out rows of method.md
 COLD_VIEWS = {"cold": "only the cold items ranked; targets: the users' cold test items",
@@ -103,8 +104,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     rcfg, ds, builder, model = load_trained(run, needs=("test",))
     m = checked_model_config(rcfg.model)
     module = CLLM4RecModule(model, builder, Schedule(stage="finetune"), eval_batch_size=m.eval_batch_size,
-                            eval_max_tokens=m.eval_max_tokens,
-                            max_eval_bytes=m.max_eval_bytes, pad_id=pad_id(builder.tokenizer)).eval()
+                            eval_max_tokens=m.eval_max_tokens, pad_id=pad_id(builder.tokenizer)).eval()
     bf16 = str(rcfg.trainer.get("precision", "")).startswith("bf16")
 
     seen, target = ds.matrix("train", "valid"), ds.matrix("test")

@@ -134,6 +134,93 @@ def _ks(ks: Iterable[int]) -> list[int]:
     return ks
 
 
+class RankingSums:
+    """The per-user sums of the full-ranking metrics (definitions in the module docstring) over
+    batches of users, so a data-parallel evaluation can add each rank's `totals` and read the means
+    from the sum; `evaluate` is this over every user in memory-bounded batches.
+
+    seen:    users x items sparse; its non-zeros are removed from the ranking (set to -inf).
+    target:  users x items sparse; its non-zeros are the relevant items.
+    ks, metrics: as `evaluate`.
+    """
+
+    def __init__(self, seen: sp.spmatrix, target: sp.spmatrix, ks: Iterable[int] = (20, 40, 100),
+                 metrics: Iterable[str] = ("recall", "ndcg"), warn_overlap: bool = True):
+        self.seen, target = _csr(seen, "seen"), _csr(target, "target")
+        if self.seen.shape != target.shape:
+            raise ValueError(f"seen {self.seen.shape} and target {target.shape} must have the same shape (users x items)")
+        self.n_users, self.n_items = target.shape
+        self.ks, self.metrics = _ks(ks), _metric_names(metrics, FULL_METRICS)
+        self.k_max = min(self.ks[-1], self.n_items)
+        self.n_target = np.diff(target.indptr)                      # [n_users] |T_u|
+        overlap = target.multiply(self.seen)
+        if overlap.nnz and warn_overlap:
+            warnings.warn(f"{overlap.nnz} target (user, item) pairs are also in `seen`; they stay in |T_u| but can "
+                          "never be hit. Check that the split parts do not overlap.", stacklevel=3)
+        self.hittable = _csr(target - overlap, "target")            # T_u minus S_u
+        self.idcg = _ideal_dcg(self.k_max)                          # [k_max + 1]
+        self.disc = 1.0 / torch.log2(torch.arange(2, self.k_max + 2, dtype=torch.float64))  # [k_max]
+        self.keys = [f"{m}@{k}" for m in self.metrics if m != "mrr_full" for k in self.ks]
+        self.keys += ["mrr_full"] * ("mrr_full" in self.metrics)
+        self.totals = torch.zeros(len(self.keys) + 1, dtype=torch.float64)   # the sums, then the user count
+
+    def users(self, users=None) -> tuple[np.ndarray, int]:
+        """(the users among `users` (default: all) that have a target, how many had none)."""
+        users = np.arange(self.n_users) if users is None else np.asarray(users, dtype=np.int64).reshape(-1)
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users):
+            raise ValueError(f"users must be indices in [0, {self.n_users}), got range [{users.min()}, {users.max()}]")
+        keep = self.n_target[users] > 0
+        return users[keep], int((~keep).sum())
+
+    def add(self, u: np.ndarray, scores: torch.Tensor) -> None:
+        """Adds users `u` (each with a target) scored [len(u), n_items] to the sums."""
+        u_t = torch.as_tensor(u, dtype=torch.long)
+        scores = _check_scores(scores, u_t, self.n_items) + 0.0     # own copy: never write into the caller's
+        rows, cols = _batch_coo(self.seen, u)
+        scores[rows.to(scores.device), cols.to(scores.device)] = -math.inf
+        keys = _order_keys(scores)                                  # [B, n] int64
+        del scores
+        top = torch.topk(keys, self.k_max, dim=1, sorted=True).indices   # [B, k_max] item indices
+        hits = _membership(self.hittable, u, top).cpu()             # [B, k_max] bool
+        t = torch.as_tensor(self.n_target[u], dtype=torch.float64)  # [B]
+        h_cum = hits.to(torch.float64).cumsum(1)                    # [B, k_max]
+        dcg_cum = (hits.to(torch.float64) * self.disc).cumsum(1)    # [B, k_max]
+        first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1) + 1, 0)  # [B] 1-based, 0 = none
+        sums = []
+        for m in self.metrics:
+            if m == "mrr_full":
+                continue
+            for k in self.ks:
+                kc = min(k, self.n_items)
+                h = h_cum[:, kc - 1]
+                cap = torch.minimum(t, torch.tensor(float(k), dtype=torch.float64))
+                if m == "recall":
+                    v = h / cap
+                elif m == "recall_full":
+                    v = h / t
+                elif m == "ndcg":
+                    v = dcg_cum[:, kc - 1] / self.idcg[cap.long().clamp(max=self.k_max)]
+                elif m == "hr":
+                    v = (h > 0).to(torch.float64)
+                elif m == "precision":
+                    v = h / k
+                else:  # mrr@K
+                    v = torch.where((first > 0) & (first <= kc), 1.0 / first.clamp(min=1).double(), 0.0)
+                sums.append(float(v.sum()))
+        if "mrr_full" in self.metrics:
+            sums.append(_mrr_full_batch(keys, self.hittable, u))
+        self.totals += torch.tensor([*sums, len(u)], dtype=torch.float64)
+
+    def means(self, totals: torch.Tensor | None = None) -> dict[str, float]:
+        """The metric means from `totals` (default: this object's own; pass the sum over ranks),
+        with "n_users_evaluated"."""
+        totals = self.totals if totals is None else totals.to(torch.float64).cpu()
+        n = int(totals[-1])
+        out = {k: float(totals[i]) / n if n else float("nan") for i, k in enumerate(self.keys)}
+        out["n_users_evaluated"] = n
+        return out
+
+
 def evaluate(score_fn: ScoreFn, seen: sp.spmatrix, target: sp.spmatrix, ks: Iterable[int] = (20, 40, 100),
              metrics: Iterable[str] = ("recall", "ndcg"), *, users=None,
              max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, batch_size: int | None = None,
@@ -153,85 +240,21 @@ def evaluate(score_fn: ScoreFn, seen: sp.spmatrix, target: sp.spmatrix, ks: Iter
     label:     show progress under this name (progress.py: a bar, or a log line a minute).
     Returns the metric means plus "n_users_evaluated" and "n_users_skipped".
     """
-    seen, target = _csr(seen, "seen"), _csr(target, "target")
-    if seen.shape != target.shape:
-        raise ValueError(f"seen {seen.shape} and target {target.shape} must have the same shape (users x items)")
-    n_users, n_items = target.shape
-    ks, metrics = _ks(ks), _metric_names(metrics, FULL_METRICS)
-    k_max = min(ks[-1], n_items)
-
-    users = np.arange(n_users) if users is None else np.asarray(users, dtype=np.int64).reshape(-1)
-    if len(users) and (users.min() < 0 or users.max() >= n_users):
-        raise ValueError(f"users must be indices in [0, {n_users}), got range [{users.min()}, {users.max()}]")
-    n_target = np.diff(target.indptr)                               # [n_users] |T_u|
-    keep = n_target[users] > 0
-    evaluated, n_skipped = users[keep], int((~keep).sum())
-
-    overlap = target.multiply(seen)
-    if overlap.nnz:
-        warnings.warn(f"{overlap.nnz} target (user, item) pairs are also in `seen`; they stay in |T_u| but can "
-                      "never be hit. Check that the split parts do not overlap.", stacklevel=2)
-    hittable = _csr(target - overlap, "target")                     # T_u minus S_u
-
-    bs = batch_size or batch_users(n_items, max_batch_bytes)
-    idcg = _ideal_dcg(k_max)                                        # [k_max + 1]
-    disc = 1.0 / torch.log2(torch.arange(2, k_max + 2, dtype=torch.float64))  # [k_max]
-    sums = {m: {k: 0.0 for k in ks} for m in metrics if m != "mrr_full"}
-    mrr_full_sum = 0.0
-
+    sums = RankingSums(seen, target, ks, metrics)
+    evaluated, n_skipped = sums.users(users)
+    bs = batch_size or batch_users(sums.n_items, max_batch_bytes)
     progress = Progress(len(evaluated), label, unit="users") if label else None
     for start in range(0, len(evaluated), bs):
         u = evaluated[start:start + bs]
-        u_t = torch.as_tensor(u, dtype=torch.long)
         with torch.no_grad():
-            scores = _check_scores(score_fn(u_t.to(device)), u_t, n_items).to(device)  # [B, n]
-        scores = scores + 0.0                                       # own copy: never write into score_fn's tensor
-        rows, cols = _batch_coo(seen, u)
-        scores[rows.to(scores.device), cols.to(scores.device)] = -math.inf
-        keys = _order_keys(scores)                                  # [B, n] int64
+            scores = score_fn(torch.as_tensor(u, dtype=torch.long).to(device))
+        sums.add(u, scores.to(device) if isinstance(scores, torch.Tensor) else scores)
         del scores
-        top = torch.topk(keys, k_max, dim=1, sorted=True).indices   # [B, k_max] item indices
-        hits = _membership(hittable, u, top).cpu()                  # [B, k_max] bool
-        t = torch.as_tensor(n_target[u], dtype=torch.float64)      # [B]
-        h_cum = hits.to(torch.float64).cumsum(1)                    # [B, k_max]
-        dcg_cum = (hits.to(torch.float64) * disc).cumsum(1)         # [B, k_max]
-        first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1) + 1, 0)  # [B] 1-based, 0 = none
-        for k in ks:
-            kc = min(k, n_items)
-            h = h_cum[:, kc - 1]
-            cap = torch.minimum(t, torch.tensor(float(k), dtype=torch.float64))
-            for m in sums:
-                if m == "recall":
-                    v = h / cap
-                elif m == "recall_full":
-                    v = h / t
-                elif m == "ndcg":
-                    v = dcg_cum[:, kc - 1] / idcg[cap.long().clamp(max=k_max)]
-                elif m == "hr":
-                    v = (h > 0).to(torch.float64)
-                elif m == "precision":
-                    v = h / k
-                else:  # mrr@K
-                    v = torch.where((first > 0) & (first <= kc), 1.0 / first.clamp(min=1).double(), 0.0)
-                sums[m][k] += float(v.sum())
-        if "mrr_full" in metrics:
-            mrr_full_sum += _mrr_full_batch(keys, hittable, u)
-        del keys
         if progress:
             progress.update(len(u))
     if progress:
         progress.close()
-
-    n = len(evaluated)
-    out: dict[str, float] = {}
-    for m, per_k in sums.items():
-        for k, s in per_k.items():
-            out[f"{m}@{k}"] = s / n if n else float("nan")
-    if "mrr_full" in metrics:
-        out["mrr_full"] = mrr_full_sum / n if n else float("nan")
-    out["n_users_evaluated"] = n
-    out["n_users_skipped"] = n_skipped
-    return out
+    return {**sums.means(), "n_users_skipped": n_skipped}
 
 
 def _batch_coo(m: sp.csr_matrix, u: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ModelConfig
 from .tuning import LoraSettings, prepare_backbone
 from .vocab import Vocab
 
@@ -28,7 +29,7 @@ SIDES = ("collaborative", "content")
 
 
 class CLLM4Rec(nn.Module):
-    def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = 0.02,
+    def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = ModelConfig.init_std,
                  item_prior: torch.Tensor | None = None, id_input_scale: float = 1.0,
                  backbone_tuning: str = "frozen", lora: LoraSettings | None = None,
                  backbone_dropout: float | None = None):
@@ -56,7 +57,7 @@ class CLLM4Rec(nn.Module):
         if words.num_embeddings != vocab.n_vocab:
             raise ValueError(f"vocab.n_vocab={vocab.n_vocab} but the backbone has {words.num_embeddings} rows")
         d = words.embedding_dim
-        # N(0, 0.02) as in the paper; a larger scale also makes the CPU backward slow (denormals)
+        # N(0, init_std); a large scale also makes the CPU backward slow (denormals)
         self.user = nn.ModuleDict({s: nn.Embedding(vocab.n_users, d) for s in SIDES})
         self.item = nn.ModuleDict({s: nn.Embedding(vocab.n_items, d) for s in SIDES})
         for table in [*self.user.values(), *self.item.values()]:

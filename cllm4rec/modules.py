@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from .config import FinetuneConfig, ModelConfig, StageConfig
 from .corpus import CorpusBuilder, Documents, LengthBucketSampler, collate
 from .progress import Progress
 from .errors import RunError
@@ -58,16 +59,26 @@ class Schedule:
         return ["L"] if (epoch - self.content_warmup_epochs) % 2 == 0 else ["C"]
 
 
-class EpochBatches:
-    """One epoch of collated batches; stateful so Lightning can resume mid-epoch."""
+class Batches:
+    """Ready batches as one sized iterable (a plain list would read to Lightning as several dataloaders)."""
 
-    def __init__(self, batches: list[dict], epoch: int, progress=None):
-        self.batches, self.epoch = batches, epoch
-        self.start = 0
-        self._progress = progress     # callable -> batches finished (the trainer's count)
+    def __init__(self, batches: list):
+        self.batches = batches
 
     def __len__(self) -> int:
         return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+class EpochBatches(Batches):
+    """One epoch of collated batches; stateful so Lightning can resume mid-epoch."""
+
+    def __init__(self, batches: list[dict], epoch: int, progress=None):
+        super().__init__(batches)
+        self.epoch, self.start = epoch, 0
+        self._progress = progress     # callable -> batches finished (the trainer's count)
 
     def __iter__(self):
         start, self.start = self.start, 0
@@ -83,8 +94,8 @@ class EpochBatches:
 
 
 class PlainProgress(pl.Callback):
-    """Training progress as plain lines for a log file (Lightning's bar writes only carriage
-    returns there): one line at most every CLLM4REC_PROGRESS_EVERY seconds."""
+    """Training, validation and test progress as plain lines for a log file (Lightning's bar writes
+    only carriage returns there): one line at most every CLLM4REC_PROGRESS_EVERY seconds."""
 
     epoch = None
 
@@ -98,15 +109,33 @@ class PlainProgress(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self.progress.update(1, **({"loss": float(loss)} if loss is not None else {}))
 
+    # validation and test: rank 0's share of the user batches
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self.ranking = Progress(sum(trainer.num_val_batches), f"validation after epoch {trainer.current_epoch}",
+                                    unit="batches")
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self.ranking.update(1)
+
+    def on_test_epoch_start(self, trainer, module) -> None:
+        if trainer.is_global_zero:
+            self.ranking = Progress(sum(trainer.num_test_batches), "test", unit="batches")
+
+    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.is_global_zero:
+            self.ranking.update(1)
+
 
 class CorpusData(pl.LightningDataModule):
     """Builds each epoch's documents from the corpus and cuts length-bucketed batches."""
 
-    def __init__(self, builder: CorpusBuilder, schedule: Schedule, *, batch_size: int = 16,
-                 max_tokens: int | None = None, eval_batch_size: int = 64, seed: int = 0, pad_id: int = 0):
+    def __init__(self, builder: CorpusBuilder, schedule: Schedule, *, batch_size: int, max_tokens: int | None,
+                 seed: int = 0, pad_id: int = 0):
         super().__init__()
         self.builder, self.schedule = builder, schedule
-        self.batch_size, self.max_tokens, self.eval_batch_size = batch_size, max_tokens, eval_batch_size
+        self.batch_size, self.max_tokens = batch_size, max_tokens
         self.seed, self.pad_id = seed, pad_id
         self.n_items = builder.ds.n_items
 
@@ -155,27 +184,30 @@ class CorpusData(pl.LightningDataModule):
         return EpochBatches(batches, epoch, progress)
 
     def val_dataloader(self):
-        return [{"part": "valid"}]   # one item: validation_step runs the whole ranking
+        return Batches(self.trainer.lightning_module.eval_batches("valid"))
 
     def test_dataloader(self):
-        return [{"part": "test"}]
+        return Batches(self.trainer.lightning_module.eval_batches("test"))
 
 
 class CLLM4RecModule(pl.LightningModule):
-    def __init__(self, model: CLLM4Rec, builder: CorpusBuilder, schedule: Schedule, *, lr: float = 1e-3,
-                 lambda_mr: float = 1.0, mr_reduction: str = "sum", eval_batch_size: int = 64,
-                 eval_max_tokens: int = 8192, max_eval_bytes: int = 256 << 20, pad_id: int = 0,
-                 backbone_lr: float | None = None, weight_decay: float = 0.0, lr_schedule: str = "constant",
-                 warmup_ratio: float = 0.0, exclude_seen: bool = False):
+    def __init__(self, model: CLLM4Rec, builder: CorpusBuilder, schedule: Schedule, *, lr: float = StageConfig.lr,
+                 lambda_mr: float = ModelConfig.lambda_mr, mr_reduction: str = ModelConfig.mr_reduction,
+                 eval_batch_size: int = ModelConfig.eval_batch_size, eval_max_tokens: int = ModelConfig.eval_max_tokens,
+                 pad_id: int = 0, backbone_lr: float | None = None, weight_decay: float = StageConfig.weight_decay,
+                 lr_schedule: str = StageConfig.lr_schedule, warmup_ratio: float = StageConfig.warmup_ratio,
+                 exclude_seen: bool = FinetuneConfig.exclude_seen):
+        """The defaults are the config's (config.py); train.py passes the stage's values."""
         super().__init__()
         self.model, self.builder, self.schedule = model, builder, schedule
         self.lr, self.lambda_mr, self.mr_reduction = lr, lambda_mr, mr_reduction
         self.backbone_lr, self.weight_decay = backbone_lr, weight_decay
         self.lr_schedule, self.warmup_ratio, self.exclude_seen = lr_schedule, warmup_ratio, exclude_seen
         self.eval_batch_size, self.eval_max_tokens = eval_batch_size, eval_max_tokens
-        self.max_eval_bytes, self.pad_id = max_eval_bytes, pad_id
+        self.pad_id = pad_id
         self.strict_loading = False   # checkpoints leave out the frozen backbone weights
         self._eval_docs: dict[str, Documents] = {}
+        self.results: dict[str, dict[str, float]] = {}   # the last validation / test metrics, all ranks
         # per-epoch mean losses and validation metrics (history.json, the run's plot);
         # kept in checkpoints so a resumed run has the whole curve
         self.history: list[dict] = []
@@ -296,24 +328,67 @@ class CLLM4RecModule(pl.LightningModule):
                 b["last_prompt_index"].to(self.device)).float()
         return out
 
-    def ranking_metrics(self, part: str) -> dict[str, float]:
+    def ranking_sums(self, part: str) -> metrics.RankingSums:
+        """An empty accumulator of the full-ranking metrics of `part` (valid: training items are
+        seen; test: training + validation), at the cut-offs fine-tuning selects on."""
         ds = self.builder.ds
-        return metrics.evaluate_split(lambda u: self.score_users(u, part), ds, part,
-                                      max_batch_bytes=self.max_eval_bytes, device=self.device,
-                                      label=f"ranking the {part} users")
+        seen = ds.matrix("train") if part == "valid" else ds.matrix("train", "valid")
+        return metrics.RankingSums(seen, ds.matrix(part))
 
-    def validation_step(self, batch, batch_idx):
-        res = self.ranking_metrics("valid")
-        self._val = {f"val_{k}": float(res[k]) for k in VAL_KEYS}
+    def eval_batches(self, part: str) -> list[torch.Tensor]:
+        """The users with a `part` target as batches of similar prompt length, one forward pass
+        each; under data parallelism each rank keeps every world_size-th batch."""
+        lengths = self.eval_docs(part).lengths
+        users, _ = self.ranking_sums(part).users()
+        sampler = LengthBucketSampler(lengths[users], batch_size=self.eval_batch_size,
+                                      max_tokens=max(self.eval_max_tokens, int(lengths.max(initial=1))),
+                                      shuffle=False, pool=len(users) + 1)
+        batches = [torch.as_tensor(users[idx], dtype=torch.long) for idx in sampler.batches()]
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            batches = batches[trainer.global_rank::trainer.world_size]
+        return batches
+
+    def ranking_metrics(self, part: str) -> dict[str, float]:
+        """The metrics of `part` over every user, in this process (no trainer needed)."""
+        sums = self.ranking_sums(part)
+        progress = Progress(sums.users()[0].size, f"ranking the {part} users", unit="users")
+        for users in self.eval_batches(part):
+            sums.add(users.numpy(), self.score_users(users, part))
+            progress.update(len(users))
+        progress.close()
+        return sums.means()
+
+    # validation and test: Lightning loops over eval_batches (CorpusData's val/test dataloaders:
+    # progress, sharded across ranks); the ranks' sums are added at the epoch's end, so every
+    # rank sees the metrics of all users
+    def on_validation_epoch_start(self) -> None:
+        self._ranking = self.ranking_sums("valid")
+
+    def on_test_epoch_start(self) -> None:
+        self._ranking = self.ranking_sums("test")
+
+    def validation_step(self, users, batch_idx):
+        self._ranking.add(users.cpu().numpy(), self.score_users(users, "valid"))
+
+    def test_step(self, users, batch_idx):
+        self._ranking.add(users.cpu().numpy(), self.score_users(users, "test"))
+
+    def _all_ranks(self, part: str) -> dict[str, float]:
+        totals = self.trainer.strategy.reduce(self._ranking.totals.to(self.device), reduce_op="sum")
+        self.results[part] = self._ranking.means(totals)
+        return self.results[part]
+
+    def on_validation_epoch_end(self) -> None:
+        res = self._all_ranks("valid")
+        self._val = {f"val_{k}": res[k] for k in VAL_KEYS}
         for k in VAL_KEYS:
-            self.log(f"val/{k}", res[k], batch_size=1)
-        self.log("val/sum", sum(res[k] for k in VAL_KEYS), prog_bar=True, batch_size=1)
+            self.log(f"val/{k}", res[k], sync_dist=True)   # equal on every rank already
+        self.log("val/sum", sum(res[k] for k in VAL_KEYS), prog_bar=True, sync_dist=True)
 
-    def test_step(self, batch, batch_idx):
-        res = self.ranking_metrics("test")
-        for k, v in res.items():
-            if isinstance(v, (int, float)):
-                self.log(f"test/{k}", float(v), batch_size=1)
+    def on_test_epoch_end(self) -> None:
+        for k, v in self._all_ranks("test").items():
+            self.log(f"test/{k}", float(v), sync_dist=True)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

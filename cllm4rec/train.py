@@ -10,9 +10,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import lightning.pytorch as pl
 import numpy as np
@@ -21,114 +19,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .backbone import load_backbone, pad_id
+from .config import checked_model_config
 from .corpus import CorpusBuilder, CorpusConfig
 from .errors import RunError
-from .files import help_field
 from .model import CLLM4Rec
 from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, PlainProgress, Schedule
 from .prepare import prepared_dataset
 from .paths import sweep_trial
 from .runs import TRAINING_SECTIONS, Run, checked_checkpoint
 from .text_init import init_from_text
-from .tuning import MODES, LoraSettings, load_trained_state, tuning_kwargs
+from .tuning import load_trained_state, tuning_kwargs
 from .vocab import Vocab
-
-
-@dataclass
-class StageConfig:
-    """What both stages share: the optimiser (AdamW) and its learning-rate schedule."""
-    lr: float = help_field(1e-4, "Learning rate of the ID tables")
-    backbone_lr: Optional[float] = help_field(None, "Learning rate of the backbone's adapter or weights "
-                                            "(model.backbone_tuning=lora|full); null: lr")
-    weight_decay: float = help_field(0.01, "AdamW weight decay of the adapter or backbone weights (never the ID tables)")
-    lr_schedule: str = help_field("constant", "constant, linear or cosine decay to 0 over the stage's epochs "
-                                      "(transformers.get_scheduler), after the warm-up")
-    warmup_ratio: float = help_field(0.0, "Fraction of the stage's steps with a linear warm-up from 0")
-    batch_size: int = help_field(64, "Documents per batch at most (length-bucketed)")
-    max_tokens: Optional[int] = help_field(1536, "At most this many padded tokens per batch")
-
-
-@dataclass
-class PretrainConfig(StageConfig):
-    epochs: int = help_field(2, "Total epochs: content warm-up first, then L-step / C-step alternating")
-    content_warmup_epochs: int = help_field(1, "Content-only epochs before the alternation")
-    evaluate: bool = help_field(False, "Rank validation/test users with the pretrained item head at the end "
-                               "(costs two evaluation passes; validation every epoch is fine-tuning's job)")
-
-
-@dataclass
-class FinetuneConfig(StageConfig):
-    epochs: int = help_field(10, "Maximum fine-tuning epochs")
-    batch_size: int = help_field(4, "Prompts per batch at most")
-    content_alongside: bool = help_field(False, "C-step batches with MR toward the fine-tuned embeddings")
-    patience: int = help_field(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
-    from_pretrained: bool = help_field(True, "Start from the pretraining embeddings (false: from scratch)")
-    lambda_mr: Optional[float] = help_field(None, "Mutual regularization weight in fine-tuning; null: model.lambda_mr. "
-                                          "0 when fine-tuning from scratch: the content rows are then untrained "
-                                          "noise that MR would hold the collaborative rows to")
-    exclude_seen: bool = help_field(False, "corpus.finetune_target=sequence: a user's earlier items are out of the "
-                                   "softmax at each position (the ranking leaves seen items out too)")
-    auxiliary: bool = help_field(False, "The L-step's auxiliary documents alongside (corpus.mim, bpr, history: "
-                                "their *_weight = documents per user per epoch)")
-
-
-@dataclass
-class ModelConfig:
-    """The `model` config group (conf/model/cllm4rec.yaml); checked field by field."""
-    backbone_tuning: str = help_field("frozen", "frozen: only the ID tables train (the paper); lora: peft adapters "
-                                        "(model.lora); full: every backbone weight too")
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    backbone_dropout: Optional[float] = help_field(None, "Dropout of a tuned backbone (lora/full); null: its own rates")
-    init_std: float = help_field(0.002, "Std of the new user/item rows (the paper: 0.02)")
-    item_init: str = help_field("random", "random: N(0, init_std) rows; text: item rows from the backbone's mean last "
-                                  "hidden state over the item's text, users from their items (text_init.py)")
-    item_init_field: Optional[str] = help_field(None, "Item text field of item_init=text; null: a title, else the first field")
-    id_input_scale: Optional[float] = help_field(None, "Multiplier of user/item rows where they enter the backbone (not "
-                                               "in the tied item head); null: std(word embeddings) / init_std, "
-                                               "so new tokens enter at the words' scale; 1: the paper")
-    item_bias: bool = help_field(True, "Item head bias initialised to log training item frequency (false: the paper's "
-                               "bias-free head)")
-    lambda_mr: float = help_field(1.0, "Mutual regularization weight")
-    mr_reduction: str = help_field("sum", "sum (authors' code) or mean (per distinct token)")
-    eval_batch_size: int = help_field(64, "Prompts per forward pass in evaluation (at most)")
-    eval_max_tokens: int = help_field(8192, "Padded tokens per evaluation forward pass (at most; length-sorted)")
-    max_eval_bytes: int = help_field(256 << 20, "Memory bound of one scoring batch")
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    checkpoint_every_n_steps: int = help_field(50, "Mid-epoch checkpoints (last.ckpt) for resume after a crash")
-
-
-def checked_model_config(model_cfg: DictConfig) -> DictConfig:
-    """Unknown keys and wrong types fail here with the key's full name."""
-    schema = OmegaConf.structured(ModelConfig)
-    try:
-        merged = OmegaConf.merge(schema, model_cfg)
-    except Exception as e:   # omegaconf's ValidationError / ConfigKeyError name the key
-        raise RunError(f"invalid model config: {e}") from None
-    if merged.mr_reduction not in ("sum", "mean"):
-        raise RunError(f"model.mr_reduction must be 'sum' or 'mean', got {merged.mr_reduction!r}")
-    if merged.item_init not in ("random", "text"):
-        raise RunError(f"model.item_init must be random or text, got {merged.item_init!r}")
-    if merged.backbone_tuning not in MODES:
-        raise RunError(f"model.backbone_tuning must be one of {MODES}, got {merged.backbone_tuning!r}")
-    for stage in ("pretrain", "finetune"):
-        if merged[stage].lr_schedule not in ("constant", "linear", "cosine"):
-            raise RunError(f"model.{stage}.lr_schedule must be constant, linear or cosine, "
-                           f"got {merged[stage].lr_schedule!r}")
-        if not 0 <= merged[stage].warmup_ratio < 1:
-            raise RunError(f"model.{stage}.warmup_ratio must be in [0, 1), got {merged[stage].warmup_ratio}")
-    ranges = {"init_std": (0, True), "lambda_mr": (0, True), "eval_batch_size": (1, True),
-              "eval_max_tokens": (1, True), "max_eval_bytes": (1, True), "checkpoint_every_n_steps": (1, True)}
-    for stage in ("pretrain", "finetune"):
-        ranges |= {f"{stage}.lr": (0, False), f"{stage}.weight_decay": (0, True), f"{stage}.batch_size": (1, True),
-                   f"{stage}.epochs": (1, True), f"{stage}.max_tokens": (1, True), f"{stage}.backbone_lr": (0, False)}
-    ranges |= {"pretrain.content_warmup_epochs": (0, True), "finetune.patience": (0, True),
-               "finetune.lambda_mr": (0, True)}
-    for key, (low, inclusive) in ranges.items():
-        v = OmegaConf.select(merged, key)
-        if v is not None and (v < low or (v == low and not inclusive)):
-            raise RunError(f"model.{key} must be {'>=' if inclusive else '>'} {low}, got {v}")
-    return merged
 
 
 class _DropTips(logging.Filter):
@@ -273,7 +174,7 @@ def train(cfg: DictConfig) -> dict:
     lambda_mr = lambda_mr if lambda_override is None else lambda_override
     module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=lambda_mr, mr_reduction=m.mr_reduction,
                             eval_batch_size=m.eval_batch_size, eval_max_tokens=m.eval_max_tokens,
-                            max_eval_bytes=m.max_eval_bytes, pad_id=pad, backbone_lr=sm.backbone_lr,
+                            pad_id=pad, backbone_lr=sm.backbone_lr,
                             weight_decay=sm.weight_decay, lr_schedule=sm.lr_schedule, warmup_ratio=sm.warmup_ratio,
                             exclude_seen=stage == "finetune" and bool(sm.exclude_seen))
 
@@ -287,6 +188,8 @@ def train(cfg: DictConfig) -> dict:
         callbacks += [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/sum", mode="max",
                                                    save_top_k=1, enable_version_counter=False),
                       pl.callbacks.EarlyStopping(monitor="val/sum", mode="max", patience=sm.patience)]
+    elif sm.evaluate:   # pretraining validates once, after fit
+        trainer_cfg["check_val_every_n_epoch"] = sm.epochs + 1
     else:
         trainer_cfg["limit_val_batches"] = 0
     if not sys.stderr.isatty():     # a log file: plain progress lines instead of the bar's carriage returns
@@ -304,21 +207,22 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - t0
 
-    best = callbacks[1].best_model_path if stage == "finetune" else None
-    if best:
-        state = torch.load(checked_checkpoint(best), map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state, strict=False)
-    results = {"stage": stage, "fit_seconds": round(fit_seconds, 1), "best_checkpoint": best or None,
+    best = (callbacks[1].best_model_path or None) if stage == "finetune" else None
+    results = {"stage": stage, "fit_seconds": round(fit_seconds, 1), "best_checkpoint": best,
                "epochs_run": trainer.current_epoch}
+    if stage == "finetune" or sm.evaluate:   # the best epoch's weights (fine-tuning), every rank its share
+        history = module.history            # the best checkpoint's own history ends at its epoch
+        if best:
+            checked_checkpoint(best)
+        for part, run_loop in (("valid", trainer.validate), ("test", trainer.test)):
+            run_loop(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+            results[part] = module.results[part] | {"n_users_skipped": ds.n_users - module.results[part]["n_users_evaluated"]}
+        module.history = history
     if trainer.is_global_zero:
-        module.to("cpu" if trainer.strategy.root_device.type == "cpu" else trainer.strategy.root_device)
-        module.eval()
-        evaluate = stage == "finetune" or sm.evaluate
-        with torch.autocast(module.device.type, dtype=torch.bfloat16,
-                            enabled=str(trainer_cfg.get("precision", "")).startswith("bf16")):
-            for part in ("valid", "test") if evaluate else ():
-                results[part] = module.ranking_metrics(part)
-                if stage == "finetune" and schedule.finetune_rating:
+        if stage == "finetune" and schedule.finetune_rating:
+            with torch.autocast(module.device.type, dtype=torch.bfloat16,
+                                enabled=str(trainer_cfg.get("precision", "")).startswith("bf16")):
+                for part in ("valid", "test"):
                     results[part].update({f"rating_{k}": v for k, v in module.rating_metrics(part).items()})
         if "valid" in results:   # the best epoch's val/sum: the objective a sweep maximises
             results["val_sum"] = sum(results["valid"][k] for k in VAL_KEYS)

@@ -10,26 +10,10 @@ serving; a frozen backbone is never saved, it is rebuilt from `backbone.name`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
-from .files import help_field
-
-MODES = ("frozen", "lora", "full")
-
-
-@dataclass
-class LoraSettings:
-    """The `model.lora` config group (peft's LoraConfig fields of the same meaning)."""
-    r: int = help_field(8, "Adapter rank")
-    alpha: float = help_field(16.0, "Scaling numerator: the adapter's output is multiplied by alpha / r")
-    dropout: float = help_field(0.05, "Dropout on the adapter's input")
-    target_modules: Optional[list[str]] = help_field(None, "Module names to adapt; null: peft's default for the "
-                                                   "architecture (GPT-2: c_attn; Llama: q_proj, v_proj)")
-
+from .config import MODES, LoraSettings
 
 def prepare_backbone(backbone: nn.Module, mode: str, lora: LoraSettings | None = None,
                      dropout: float | None = None) -> nn.Module:

@@ -570,34 +570,43 @@ def test_sampler_rejects_documents_over_budget():
 
 
 # ---------------------------------------------------------------------- config and caching
-def test_yaml_mirrors_the_dataclass():
+def corpus_group(name: str) -> dict:
+    """The `corpus` group as a training run composes it (corpus=<name>)."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    yaml = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "corpus" / "default.yaml"))
-    assert yaml == dataclasses.asdict(CorpusConfig())
-    assert CorpusConfig.from_mapping(yaml) == CorpusConfig()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="finetune", overrides=[f"corpus={name}"]).corpus)
+
+
+def test_every_corpus_field_has_help():
     assert all(f.metadata.get("help") for f in dataclasses.fields(CorpusConfig))
 
 
 @pytest.mark.parametrize("name,order", [("default", "shuffle"), ("sequential", "time")])
 def test_hydra_group_composes(name, order):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "corpus"), version_base="1.3"):
-        cfg = CorpusConfig.from_mapping(OmegaConf.to_container(compose(config_name=name)))
+    cfg = CorpusConfig.from_mapping(corpus_group(name))
     assert cfg.item_order == cfg.eval_order == order
     seq = dict(item_order="shuffle", eval_order="shuffle", eval_test_includes_valid=False,
                finetune_template=CorpusConfig().finetune_template)
     assert dataclasses.replace(cfg, **seq) == CorpusConfig()
 
 
+@pytest.mark.parametrize("override,key", [("corpus.max_prompt_tokens=many", "max_prompt_tokens"),
+                                          ("corpus.max_prompt_token=3", "max_prompt_token"),
+                                          ("corpus.item_text=maybe", "item_text")])
+def test_corpus_group_rejects_a_wrong_type_or_key_at_compose(override, key):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException) as err:
+            compose(config_name="finetune", overrides=[override])
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
 def test_sequential_readout_at_the_most_recent_item(beauty, tok):
     """corpus=sequential ends the prompt with the history: the item head reads the hidden state at
     the most recent item (validation item included for the test part), a user without items at 'with'."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "corpus"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="sequential"))
-    b = make(beauty, tok, **cfg)
+    b = make(beauty, tok, **corpus_group("sequential"))
     for part, parts in (("valid", ("train",)), ("test", ("train", "valid"))):
         docs = b.eval_prompts(part)
         hist = beauty.histories(*parts)

@@ -145,7 +145,8 @@ def test_tuned_run_folder_reloads_the_same_model(tmp_path, shared_data, mode):
     from cllm4rec.recommend import load_trained
     from cllm4rec.runs import Run
     from cllm4rec.train import train
-    over = ["trainer.fast_dev_run=true", f"model.backbone_tuning={mode}", "trainer.precision=32"]
+    # two steps per epoch (fast_dev_run would evaluate one batch of users only)
+    over = ["+trainer.limit_train_batches=2", f"model.backbone_tuning={mode}", "trainer.precision=32"]
     train(cfg_for("pretrain", tmp_path, *over))
     run = tmp_path / "run"
     pre = load_file(run / "pretrain" / "backbone.safetensors")

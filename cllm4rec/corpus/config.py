@@ -20,7 +20,7 @@ CONTENT_KINDS = ("interaction_text", "item_text", "user_text")
 
 @dataclass
 class CorpusConfig:
-    """Templates, document kinds and lengths; conf/corpus/default.yaml mirrors every field.
+    """Templates, document kinds and lengths: the `corpus` group's defaults (ConfigStore `corpus/default`).
 
     Templates are plain text with slots in braces ({user}, {item}, {items}, ...). A user/item
     token absorbs the one space before it, as in vocab.py, so a template renders and

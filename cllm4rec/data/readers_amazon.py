@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .dataset import Dataset
 from .errors import BadLines, DataError
-from .readers_io import SKIP, identifier, iter_lines, no_interactions, number, require, stem, text
+from .readers_io import SKIP, identifier, iter_lines, number, parsed_columns, require, stem, text
 
 
 @dataclass(frozen=True)
@@ -114,28 +114,16 @@ class AmazonReviews:
         self.notes = {}
         path = Path(self.reviews)
         fmt = None
-        users, items, ratings, times, reviews, summaries = [], [], [], [], [], []
-        for n, line in iter_lines(path, bad):
-            try:
-                obj = _json_line(line, path, n)
-                fmt = fmt or _detect(obj, path, n)
-                u = identifier(require(obj, fmt.user, path, n), path, n, fmt.user)
-                i = _item(obj, fmt, path, n)
-                r = number(require(obj, fmt.rating, path, n), path, n, fmt.rating)
-                t = int(number(require(obj, fmt.time, path, n), path, n, fmt.time)) // fmt.per_second
-                review = text(obj.get(fmt.review), path, n, fmt.review)
-                summary = text(obj.get(fmt.summary), path, n, fmt.summary)
-            except DataError as e:
-                bad(e)
-                continue
-            users.append(u)
-            items.append(i)
-            ratings.append(r)
-            times.append(t)
-            reviews.append(review)
-            summaries.append(summary)
-        if not users:
-            raise no_interactions(path, bad)
+
+        def parse(n, line):
+            nonlocal fmt
+            obj = _json_line(line, path, n)
+            fmt = fmt or _detect(obj, path, n)
+            return (identifier(require(obj, fmt.user, path, n), path, n, fmt.user), _item(obj, fmt, path, n),
+                    number(require(obj, fmt.rating, path, n), path, n, fmt.rating),
+                    int(number(require(obj, fmt.time, path, n), path, n, fmt.time)) // fmt.per_second,
+                    text(obj.get(fmt.review), path, n, fmt.review), text(obj.get(fmt.summary), path, n, fmt.summary))
+        users, items, ratings, times, reviews, summaries = parsed_columns(path, iter_lines(path, bad), parse, bad)
         self.notes["format"] = fmt.version
         item_text = self._meta(Path(self.meta), bad, set(items)) if self.meta else None
         return Dataset.from_raw(self.name, users, items, rating=ratings, timestamp=times, item_text=item_text,

@@ -184,3 +184,22 @@ def no_interactions(path, bad: BadLines) -> DataError:
     skipped = f" ({bad.count} bad lines skipped)" if bad.count else ""
     return DataError(path, f"no interactions could be read{skipped}",
                      hint="Check that this is the right file; with strict=true the first bad line is named")
+
+
+def parsed_columns(path, rows, parse, bad: BadLines) -> list[list]:
+    """The columns of what `parse(line, row)` returns (a tuple of fields) for each (line, row) of
+    `rows`; a row it rejects with a DataError goes to `bad` and is skipped. No row left: DataError."""
+    columns = None
+    for n, row in rows:
+        try:
+            fields = parse(n, row)
+        except DataError as e:
+            bad(e)
+            continue
+        if columns is None:
+            columns = [[] for _ in fields]
+        for column, value in zip(columns, fields):
+            column.append(value)
+    if columns is None:
+        raise no_interactions(path, bad)
+    return columns

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .dataset import Dataset
 from .errors import BadLines, DataError
-from .readers_io import SKIP, check_file, identifier, iter_lines, no_interactions, number, stem
+from .readers_io import SKIP, check_file, identifier, iter_lines, number, parsed_columns, stem
 
 
 def _header(path, first, names: list[str], required: tuple[str, ...], example: str) -> dict[str, int]:
@@ -94,25 +94,10 @@ class RecBoleAtomic:
         col = {n: j for j, n in enumerate(names)}
         extra = [n for n, t in zip(names, types)
                  if t in ("token", "token_seq") and n not in ("user_id", "item_id", "rating", "timestamp")]
-        users, items, ratings, times = [], [], [], []
-        texts = {n: [] for n in extra}
-        for n, v in rows:
-            try:
-                u = identifier(v[col["user_id"]], inter, n, "user_id")
-                i = identifier(v[col["item_id"]], inter, n, "item_id")
-                r = number(v[col["rating"]], inter, n, "rating") if "rating" in col else None
-                t = int(number(v[col["timestamp"]], inter, n, "timestamp")) if "timestamp" in col else None
-            except DataError as e:
-                bad(e)
-                continue
-            users.append(u)
-            items.append(i)
-            ratings.append(r)
-            times.append(t)
-            for f in extra:
-                texts[f].append(v[col[f]].strip())
-        if not users:
-            raise no_interactions(inter, bad)
+        users, items, ratings, times, *text_columns = interaction_rows(
+            inter, rows, col, bad, "user_id", "item_id", "rating" if "rating" in col else None,
+            "timestamp" if "timestamp" in col else None, extra=extra)
+        texts = dict(zip(extra, text_columns))
         item_text = self._side(folder / f"{stem}.item", bad, "item_id", set(items), item=True)
         user_text = self._side(folder / f"{stem}.user", bad, "user_id", set(users), item=False)
         return Dataset.from_raw(self.name, users, items,
@@ -181,26 +166,16 @@ def _seconds(value, path, line, field) -> int:
 
 
 def interaction_rows(path, rows, col, bad, user: str, item: str, rating: str | None = None,
-                     timestamp: str | None = None, time=_seconds):
-    """(users, items, ratings, times) from a table's (line, values) rows; a bad row goes to `bad`;
-    ratings / times are None per row where their column is not given. No row left: DataError."""
-    users, items, ratings, times = [], [], [], []
-    for n, v in rows:
-        try:
-            u = identifier(v[col[user]], path, n, user)
-            i = identifier(v[col[item]], path, n, item)
-            r = number(v[col[rating]], path, n, rating) if rating else None
-            t = time(v[col[timestamp]], path, n, timestamp) if timestamp else None
-        except DataError as e:
-            bad(e)
-            continue
-        users.append(u)
-        items.append(i)
-        ratings.append(r)
-        times.append(t)
-    if not users:
-        raise no_interactions(path, bad)
-    return users, items, ratings, times
+                     timestamp: str | None = None, time=_seconds, extra: tuple[str, ...] | list[str] = ()):
+    """(users, items, ratings, times, *one column per `extra` text field) from a table's (line, values)
+    rows; a bad row goes to `bad`; ratings / times are None per row where their column is not given.
+    No row left: DataError."""
+    def parse(n, v):
+        return (identifier(v[col[user]], path, n, user), identifier(v[col[item]], path, n, item),
+                number(v[col[rating]], path, n, rating) if rating else None,
+                time(v[col[timestamp]], path, n, timestamp) if timestamp else None,
+                *(v[col[f]].strip() for f in extra))
+    return parsed_columns(path, rows, parse, bad)
 
 
 class MovieLensCSV:

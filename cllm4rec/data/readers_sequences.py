@@ -29,6 +29,20 @@ def _index_list(value) -> list[str] | None:
     return out
 
 
+def _index_lists(path, doc: str, obj: dict, bad: BadLines, what: str) -> dict[str, list[str]]:
+    """key -> `_index_list` of its value for a JSON object of lists; an entry that is not a list
+    of indices goes to `bad` (named by its line and key) and is left out."""
+    lists = {}
+    for k, value in obj.items():
+        ids = _index_list(value)
+        if ids is None:
+            bad(DataError(path, f"expected a list of {what}, got {_described(value)}",
+                          line=line_of(doc, k), field=pointer(k), hint=SKIP_ENTRY))
+            continue
+        lists[k] = ids
+    return lists
+
+
 def _described(value) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
@@ -155,14 +169,7 @@ class S3RecSequences:
         path = Path(self.attributes)
         obj, doc = read_json_document(path)
         obj = json_object(path, doc, obj, "item id -> list of attribute ids")
-        lists = {}
-        for k, value in obj.items():
-            ids = _index_list(value)
-            if ids is None:
-                bad(DataError(path, f"expected a list of attribute ids, got {_described(value)}",
-                              line=line_of(doc, k), field=pointer(k), hint=SKIP_ENTRY))
-                continue
-            lists[k] = ids
+        lists = _index_lists(path, doc, obj, bad, "attribute ids")
         if "id2attribute" not in maps or not lists:
             return {k: ", ".join(ids) for k, ids in lists.items()}
         used = Counter(a for ids in lists.values() for a in ids)
@@ -240,12 +247,7 @@ class LCRecJSON:
         obj, doc = read_json_document(path)
         obj = json_object(path, doc, obj, "user index -> list of item indices")
         users, items, empty = [], [], 0
-        for u, value in obj.items():
-            ids = _index_list(value)
-            if ids is None:
-                bad(DataError(path, f"expected a list of item indices, got {_described(value)}",
-                              line=line_of(doc, u), field=pointer(u), hint=SKIP_ENTRY))
-                continue
+        for u, ids in _index_lists(path, doc, obj, bad, "item indices").items():
             if not ids:
                 empty += 1
                 continue
