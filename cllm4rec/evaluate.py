@@ -26,6 +26,7 @@ Writes <run>/evaluation.json, evaluation.md and plot.png (training curves and th
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -124,15 +125,12 @@ def evaluate_run(cfg: DictConfig) -> dict:
         variants = {"CLLM4Rec (text rows)": ("text", init_field), "CLLM4Rec (projection)": ("projection", None),
                     "CLLM4Rec (neighbours)": ("neighbours", None), "CLLM4Rec": ("blend", None)}
         scorers = {name: scorers["CLLM4Rec"] for name in variants} | {k: v for k, v in scorers.items() if k not in variants}
-        fitted = {}      # one blend fit (backbone text vectors + TF-IDF) serves projection and neighbours
-
-        def place(mode, fields):
-            if mode == "text":      # text rows: their own fit (and the item_init field, if any)
-                return place_cold_items(model, builder, mode, fields)
-            if not fitted:
-                fitted["blend"] = ItemRows("blend").fit(model, builder)
-            return place_cold_items(model, builder, mode, fitted=fitted["blend"])
-        placing = {name: (lambda mode=mode, fields=fields: place(mode, fields)) for name, (mode, fields) in variants.items()}
+        # one blend fit (backbone text vectors + TF-IDF) serves projection and neighbours; text rows
+        # have their own fit (and the item_init field, if any)
+        blend = functools.cache(lambda: ItemRows("blend").fit(model, builder))
+        placing = {name: (lambda mode=mode, fields=fields: place_cold_items(model, builder, mode, fields) if mode == "text"
+                          else place_cold_items(model, builder, mode, fitted=blend()))
+                   for name, (mode, fields) in variants.items()}
         cold_capable |= set(placing)
         extra = dict(cfg.get("cold_baselines") or {})
         cold_capable |= set(extra)
@@ -166,7 +164,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
         print(f"{name}: recall@20 {rows[name]['recall@20']:.4f}", file=sys.stderr)
 
     keys = (["hr@5", "hr@10", "ndcg@5", "ndcg@10", "recall@20"] if rcfg.data.split.protocol == "loo"
-            else ["recall@20", "recall@40", "ndcg@100", "hr@10", "ndcg@10"])
+            else [*metrics.VAL_KEYS, "hr@10", "ndcg@10"])
     skeys = [f"sampled_{m_}@{k}" for m_ in ("hr", "ndcg") for k in cfg.sampled.ks]
     table = (f"Retrieval: full ranking of the test part ({ds.name}, {rcfg.data.split.protocol} split, "
              f"{rows['CLLM4Rec']['n_users_evaluated']} users)\n\n" + results_table(rows, keys)
@@ -196,7 +194,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     run.write_evaluation(results, table)
     if cfg.plot:
         from .plots import plot_run
-        plot_run(run, rows, keys=["recall@20", "recall@40", "ndcg@100"])
+        plot_run(run, rows)
     print(table)
     return results
 

@@ -42,6 +42,7 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # LongTensor[B] user indices -
 FULL_METRICS = ("recall", "recall_full", "ndcg", "hr", "precision", "mrr", "mrr_full")
 SAMPLED_METRICS = ("hr", "ndcg", "mrr")
 DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
+VAL_KEYS = ("recall@20", "recall@40", "ndcg@100")   # model selection: early stopping on their sum (val/sum)
 
 # Working set of the evaluator per user and catalogue item, in bytes, for float32 scores:
 # the masked copy of the scores (4) + a float32 copy inside _order_keys (4) + its int64 order

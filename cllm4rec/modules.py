@@ -34,7 +34,7 @@ from .progress import Progress
 from .errors import RunError
 from .model import CLLM4Rec
 
-VAL_KEYS = ("recall@20", "recall@40", "ndcg@100")
+VAL_KEYS = metrics.VAL_KEYS
 
 
 @dataclass
@@ -339,7 +339,7 @@ class CLLM4RecModule(pl.LightningModule):
         """The users with a `part` target as batches of similar prompt length, one forward pass
         each; under data parallelism each rank keeps every world_size-th batch."""
         lengths = self.eval_docs(part).lengths
-        users, _ = self.ranking_sums(part).users()
+        users = np.flatnonzero(np.diff(self.builder.ds.matrix(part).indptr))   # those with a target
         sampler = LengthBucketSampler(lengths[users], batch_size=self.eval_batch_size,
                                       max_tokens=max(self.eval_max_tokens, int(lengths.max(initial=1))),
                                       shuffle=False, pool=len(users) + 1)
@@ -351,9 +351,9 @@ class CLLM4RecModule(pl.LightningModule):
 
     def ranking_metrics(self, part: str) -> dict[str, float]:
         """The metrics of `part` over every user, in this process (no trainer needed)."""
-        sums = self.ranking_sums(part)
-        progress = Progress(sums.users()[0].size, f"ranking the {part} users", unit="users")
-        for users in self.eval_batches(part):
+        sums, batches = self.ranking_sums(part), self.eval_batches(part)
+        progress = Progress(sum(map(len, batches)), f"ranking the {part} users", unit="users")
+        for users in batches:
             sums.add(users.numpy(), self.score_users(users, part))
             progress.update(len(users))
         progress.close()

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from .files import replacing
+from .metrics import VAL_KEYS
 from .runs import Run
 
 
 def plot_run(run: Run, test_rows: dict[str, dict[str, float]] | None = None,
-             keys=("recall@20", "recall@40", "ndcg@100")):
+             keys=VAL_KEYS):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

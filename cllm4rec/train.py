@@ -234,7 +234,7 @@ def train(cfg: DictConfig) -> dict:
         if m.backbone_tuning != "frozen":
             run.save_backbone_state(stage, model.backbone, {"backbone_tuning": m.backbone_tuning,
                                                             "backbone": cfg.backbone.name})
-        keys = ["recall@20", "recall@40", "ndcg@100"] + ["rating_rmse", "rating_mae"] * (
+        keys = [*VAL_KEYS] + ["rating_rmse", "rating_mae"] * (
             stage == "finetune" and schedule.finetune_rating)
         rows = {f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results}
         table = results_table(rows, keys) if rows else ""
