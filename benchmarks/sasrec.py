@@ -12,7 +12,7 @@ Protocol: train on the training sequences; after every epoch, validation NDCG@10
 score the test item from training + validation items (both masked), over the whole catalogue.
 Test metrics: metrics.evaluate with ks=(5, 10), metrics=("hr", "ndcg").
 
-Model settings: conf/baseline/sasrec.yaml, overridden by the flags. Results of every seed run
+Model settings: SASRec's defaults (the baseline/sasrec config), overridden by the flags. Results of every seed run
 with the same settings are merged into one JSON file (re-running a seed replaces it), so seeds
 may run in separate processes; the summary (mean, sample std, min, max) is recomputed each time.
 """
@@ -74,9 +74,8 @@ def load_beauty_loo(data: Path):
 
 
 def model_config(args) -> dict:
-    from omegaconf import OmegaConf
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "baseline" / "sasrec.yaml"), resolve=True)
-    cfg.pop("_target_")
+    from cllm4rec.sasrec import SASRec
+    cfg = {k: v for k, v in SASRec().config().items() if k not in ("eval_every", "max_seconds")}
     for key in ("max_epochs", "patience", "loss", "n_negatives", "bf16", "eval_every", "lr", "batch_size",
                 "dropout", "dim", "n_layers", "n_heads", "positions"):
         value = getattr(args, key, None)

@@ -27,15 +27,13 @@ Rating prediction (`fit(users, items, ratings)`, `predict(users, items)`):
 """
 from __future__ import annotations
 
-import copy
-import math
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fitting import fit_epochs
 from .metrics import evaluate
 from .progress import Progress
 
@@ -141,6 +139,9 @@ def _descriptions(ds, fields=None) -> list[str]:
 
 
 class TextKNN(_TextProfiles):
+    """Content k-NN: TF-IDF over each item's description (`fields`: the item text fields to read;
+    None: all), the user the mean of their training items' vectors, cosine scores."""
+
     def __init__(self, fields: list | None = None, sublinear_tf: bool = True, stop_words: str | None = "english"):
         self.fields, self.sublinear_tf, self.stop_words = fields, sublinear_tf, stop_words
 
@@ -151,6 +152,9 @@ class TextKNN(_TextProfiles):
 
 
 class BackboneKNN(_TextProfiles):
+    """Content k-NN on the backbone's own text vectors (mean last hidden state, centred): the
+    LLM's reading of the item text without any training."""
+
     def __init__(self, backbone: str, fields: list | None = None, max_tokens: int = 128, seed: int = 0):
         self.backbone, self.fields, self.max_tokens, self.seed = backbone, fields, max_tokens, seed
 
@@ -187,7 +191,8 @@ def _gram(x: sp.csr_matrix) -> np.ndarray:
 
 class EASE(_Baseline):
     """Embarrassingly Shallow Autoencoder. l2: the ridge weight lambda (select it on validation
-    with `select_ease_l2`). Memory: two dense n_items x n_items float64 matrices while fitting."""
+    with `select_ease_l2`; the default 500 is its pick on ML-100K, RecBole's is 250: re-select per
+    dataset). Memory: two dense n_items x n_items float64 matrices while fitting."""
 
     def __init__(self, l2: float = 500.0):
         self.l2 = float(l2)
@@ -249,7 +254,9 @@ class _VAE(nn.Module):
 
 
 class MultiVAE(_Baseline):
-    """Mult-VAE with KL annealing: beta = min(beta_max, updates / anneal_steps).
+    """Mult-VAE (Liang et al. 2018): n_items -> hidden -> latent (mean, log-variance) -> hidden ->
+    n_items, tanh, L2-normalised input, input dropout, KL annealing beta = min(beta_max, updates /
+    anneal_steps) (the authors' 200,000 steps: on small data beta stays near 0), Adam.
 
     Loss per batch = mean over users of [ -sum_i x_ui log softmax(logits)_i
                                           + beta * KL(N(mu, sigma^2) || N(0, I)) ].
@@ -270,56 +277,43 @@ class MultiVAE(_Baseline):
 
     def fit(self, train, valid=None) -> "MultiVAE":
         x = self._set_history(train)
-        self.log = []
+        metric, k = self.valid_metric.split("@")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net = _VAE(x.shape[1], self.hidden, self.latent, self.dropout).to(self.device)
-            self._train(x, valid)
+            self._order = np.random.default_rng(self.seed)
+            self._noise = torch.Generator(device=self.device).manual_seed(self.seed)
+            self._active = np.flatnonzero(np.diff(x.indptr) > 0)      # users with training items
+            self._updates, self._beta = 0, 0.0
+            out = fit_epochs(self, name="Multi-VAE", max_epochs=self.max_epochs, patience=self.patience,
+                             device=self.device, valid=None if valid is None else (x, valid), ks=(int(k),),
+                             metrics=(metric,), monitor=self.valid_metric)
+        self.log, self.best_epoch = out["history"], out["best_epoch"]
         self.net.eval()
         return self
 
-    def _train(self, x: sp.csr_matrix, valid) -> None:
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
-        order_rng = np.random.default_rng(self.seed)
-        noise = torch.Generator(device=self.device).manual_seed(self.seed)
-        active = np.flatnonzero(np.diff(x.indptr) > 0)              # users with training items
-        metric, k = self.valid_metric.split("@")
-        updates, best, best_epoch, best_state = 0, -math.inf, -1, None
-        progress = Progress(self.max_epochs, "Multi-VAE", unit="epochs")
-        for epoch in range(self.max_epochs):
-            self.net.train()
-            nll_sum = kl_sum = 0.0
-            rows = order_rng.permutation(active)
-            for start in range(0, len(active), self.batch_size):
-                batch = torch.from_numpy(x[rows[start:start + self.batch_size]].toarray()).to(self.device)
-                beta = min(self.beta_max, updates / self.anneal_steps) if self.anneal_steps else self.beta_max
-                logits, mu, logvar = self.net(batch, noise)
-                nll = -(F.log_softmax(logits, dim=1) * batch).sum(1).mean()
-                kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1).mean()
-                loss = nll + beta * kl
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                updates += 1
-                nll_sum += float(nll.detach()) * len(batch)
-                kl_sum += float(kl.detach()) * len(batch)
-            entry = {"epoch": epoch, "nll": nll_sum / len(active), "kl": kl_sum / len(active), "beta": beta}
-            if valid is not None:
-                self.net.eval()
-                entry[f"valid_{self.valid_metric}"] = value = evaluate(
-                    self.score, x, valid, ks=(int(k),), metrics=(metric,))[self.valid_metric]
-            progress.update(1, **{k: v for k, v in entry.items() if k.startswith("valid_")})
-            if valid is not None:
-                if value > best:
-                    best, best_epoch, best_state = value, epoch, copy.deepcopy(self.net.state_dict())
-                elif epoch - best_epoch >= self.patience:
-                    self.log.append(entry)
-                    break
-            self.log.append(entry)
-        progress.close()
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-        self.best_epoch = best_epoch if valid is not None else self.max_epochs - 1
+    # the training loop's parts (fitting.py)
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+    def epoch_batches(self) -> list[np.ndarray]:
+        rows = self._order.permutation(self._active)
+        return [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+
+    def batch_loss(self, rows: np.ndarray):
+        batch = torch.from_numpy(self.history[rows].toarray()).to(self.device)          # [B, n_items]
+        self._beta = min(self.beta_max, self._updates / self.anneal_steps) if self.anneal_steps else self.beta_max
+        self._updates += 1
+        logits, mu, logvar = self.net(batch, self._noise)
+        nll = -(F.log_softmax(logits, dim=1) * batch).sum(1).mean()
+        kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1).sum(1).mean()
+        return nll + self._beta * kl, {"nll": (nll, len(rows)), "kl": (kl, len(rows))}
+
+    def epoch_info(self) -> dict:
+        return {"beta": self._beta}    # of the epoch's last update
+
+    def valid_scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self.score(users)
 
     @torch.no_grad()
     def score(self, users) -> torch.Tensor:

@@ -129,10 +129,34 @@ def checked_model_config(model_cfg):
     return merged
 
 
+# the `baseline` group: name -> class; a baseline's defaults are its constructor's
+BASELINES = {"pop": "baselines.Popularity", "random": "baselines.RandomScores", "ease": "baselines.EASE",
+             "multivae": "baselines.MultiVAE", "tfidf_knn": "baselines.TextKNN",
+             "backbone_knn": "baselines.BackboneKNN", "sasrec": "sasrec.SASRec"}
+# what a baseline takes from the run rather than from its class
+BASELINE_WIRING = {"backbone_knn": {"backbone": "${backbone.name}", "seed": "${seed}"}}
+
+
+def baseline_node(name: str) -> dict:
+    """The `baseline/<name>` config: `_target_` and every constructor argument with its default,
+    so the class is the one home of its defaults and each of them is overridable
+    (`baselines.ease.l2=250`), an unknown key failing at compose."""
+    import importlib
+    import inspect
+    module, cls = BASELINES[name].rsplit(".", 1)
+    target = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    params = inspect.signature(target).parameters.values()
+    return {"_target_": f"{__package__}.{module}.{cls}",
+            **{p.name: p.default for p in params if p.default is not inspect.Parameter.empty},
+            **BASELINE_WIRING.get(name, {})}
+
+
 def register_configs() -> None:
-    """Store the dataclass groups in Hydra's ConfigStore (done on `import cllm4rec`)."""
+    """Store the dataclass groups and the baselines in Hydra's ConfigStore (done on `import cllm4rec`)."""
     from hydra.core.config_store import ConfigStore
     from .corpus.config import CorpusConfig
     cs = ConfigStore.instance()
     cs.store(group="model", name="cllm4rec", node=ModelConfig)
     cs.store(group="corpus", name="default", node=CorpusConfig)
+    for name in BASELINES:
+        cs.store(group="baseline", name=name, node=baseline_node(name))

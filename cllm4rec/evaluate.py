@@ -4,7 +4,7 @@
     python -m cllm4rec.evaluate data=beauty name=my_run '~baselines.multivae'
     python -m cllm4rec.evaluate data=beauty data.split.protocol=loo +baseline@baselines.sasrec=sasrec
 
-Rows: CLLM4Rec (the run's fine-tuned embeddings) and each configured baseline (conf/baseline),
+Rows: CLLM4Rec (the run's fine-tuned embeddings) and each configured baseline (`baselines.*`, the `baseline` group: config.py),
 fitted on the training part and scored by the same metric code (cllm4rec.metrics).
 Tasks:
   retrieval  full-catalogue ranking of the test part, training + validation items excluded

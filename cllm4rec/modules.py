@@ -21,6 +21,7 @@ stateful iterable: a checkpoint taken mid-epoch resumes at the next batch with t
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -32,6 +33,7 @@ from .config import FinetuneConfig, ModelConfig, StageConfig
 from .corpus import CorpusBuilder, Documents, LengthBucketSampler, collate
 from .progress import Progress
 from .errors import RunError
+from .fitting import Batches
 from .model import CLLM4Rec
 
 VAL_KEYS = metrics.VAL_KEYS
@@ -59,19 +61,6 @@ class Schedule:
         return ["L"] if (epoch - self.content_warmup_epochs) % 2 == 0 else ["C"]
 
 
-class Batches:
-    """Ready batches as one sized iterable (a plain list would read to Lightning as several dataloaders)."""
-
-    def __init__(self, batches: list):
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return iter(self.batches)
-
-
 class EpochBatches(Batches):
     """One epoch of collated batches; stateful so Lightning can resume mid-epoch."""
 
@@ -95,12 +84,17 @@ class EpochBatches(Batches):
 
 class PlainProgress(pl.Callback):
     """Training, validation and test progress as plain lines for a log file (Lightning's bar writes
-    only carriage returns there): one line at most every CLLM4REC_PROGRESS_EVERY seconds."""
+    only carriage returns there): one line at most every CLLM4REC_PROGRESS_EVERY seconds, on rank 0,
+    and nothing when stderr is a terminal (the bar is there)."""
 
     epoch = None
 
+    @staticmethod
+    def _on(trainer) -> bool:
+        return trainer.is_global_zero and not sys.stderr.isatty()
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if not trainer.is_global_zero:
+        if not self._on(trainer):
             return
         if self.epoch != trainer.current_epoch:     # per epoch (a resumed epoch never calls on_train_epoch_start)
             self.epoch, n = trainer.current_epoch, trainer.num_training_batches
@@ -111,21 +105,55 @@ class PlainProgress(pl.Callback):
 
     # validation and test: rank 0's share of the user batches
     def on_validation_epoch_start(self, trainer, module) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking:
+        if self._on(trainer) and not trainer.sanity_checking:
             self.ranking = Progress(sum(trainer.num_val_batches), f"validation after epoch {trainer.current_epoch}",
                                     unit="batches")
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking:
+        if self._on(trainer) and not trainer.sanity_checking:
             self.ranking.update(1)
 
     def on_test_epoch_start(self, trainer, module) -> None:
-        if trainer.is_global_zero:
+        if self._on(trainer):
             self.ranking = Progress(sum(trainer.num_test_batches), "test", unit="batches")
 
     def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if trainer.is_global_zero:
+        if self._on(trainer):
             self.ranking.update(1)
+
+
+class EpochHistory(pl.Callback):
+    """The rows of <stage>/history.json and the run's plot, one per training epoch: the epoch means
+    that training_step logs (train/loss_<step>, train/mr_<step>, train/loss_rec_pop) and the
+    validation metrics, as Lightning reduced them for the loggers. Its rows travel in the
+    checkpoints, so a resumed run keeps the whole curve (mid-epoch, the resumed epoch's means
+    cover the batches after the resume). Lightning's loggers cannot hold this: logger=none and
+    fast_dev_run have none, W&B's files are not for reading back, and a CSVLogger deletes its
+    file when a run resumes."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self._val: dict[str, float] = {}
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:   # not the final trainer.validate
+            self._val = {f"val_{k}": float(trainer.callback_metrics[f"val/{k}"]) for k in VAL_KEYS}
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        # only this epoch's steps: callback_metrics keeps the keys of earlier epochs' step kinds
+        epoch, steps = trainer.current_epoch, module.schedule.steps(trainer.current_epoch)
+        names = [f"{kind}_{s}" for s in steps for kind in ("loss", "mr")] + ["loss_rec_pop"] * ("rec" in steps)
+        logged = trainer.callback_metrics
+        row = {"epoch": epoch, **{n: float(logged[k]) for n in names
+                                  for k in (f"train/{n}_epoch", f"train/{n}") if k in logged}, **self._val}
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        self._val = {}
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "val": self._val}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows, self._val = list(state["rows"]), dict(state["val"])
 
 
 class CorpusData(pl.LightningDataModule):
@@ -197,7 +225,7 @@ class CLLM4RecModule(pl.LightningModule):
                  pad_id: int = 0, backbone_lr: float | None = None, weight_decay: float = StageConfig.weight_decay,
                  lr_schedule: str = StageConfig.lr_schedule, warmup_ratio: float = StageConfig.warmup_ratio,
                  exclude_seen: bool = FinetuneConfig.exclude_seen):
-        """The defaults are the config's (config.py); train.py passes the stage's values."""
+        """The defaults are the config's (config.py); a run builds it from conf/stage.yaml."""
         super().__init__()
         self.model, self.builder, self.schedule = model, builder, schedule
         self.lr, self.lambda_mr, self.mr_reduction = lr, lambda_mr, mr_reduction
@@ -208,11 +236,6 @@ class CLLM4RecModule(pl.LightningModule):
         self.strict_loading = False   # checkpoints leave out the frozen backbone weights
         self._eval_docs: dict[str, Documents] = {}
         self.results: dict[str, dict[str, float]] = {}   # the last validation / test metrics, all ranks
-        # per-epoch mean losses and validation metrics (history.json, the run's plot);
-        # kept in checkpoints so a resumed run has the whole curve
-        self.history: list[dict] = []
-        self._sums: dict[str, list[float]] = {}
-        self._val: dict[str, float] = {}
         # [J] the smoothed log training item frequency: the popularity reference of `loss_rec_pop`
         counts = torch.from_numpy(np.bincount(builder.train_item, minlength=builder.ds.n_items))
         self.register_buffer("pop_log_prob", CLLM4Rec.log_frequency(counts, builder.ds.n_items), persistent=False)
@@ -231,7 +254,7 @@ class CLLM4RecModule(pl.LightningModule):
             side = "collaborative"
             # the same NLL under popularity alone: a model that learns nothing personal sits here
             pop = -self.pop_log_prob[batch["target_items"]].sum() / len(ids)
-            self._accumulate("loss_rec_pop", pop)
+            self.log("train/loss_rec_pop", pop, on_step=False, on_epoch=True, batch_size=ids.shape[0])
         elif step == "rating":   # the label is the main text's one token, right after the prompt
             tokens, _ = self.rating_levels()
             last = batch["last_prompt_index"]
@@ -246,20 +269,11 @@ class CLLM4RecModule(pl.LightningModule):
         if step != "warmup" and self.lambda_mr > 0:
             mr = m.mutual_regularization(ids, side, self.mr_reduction)
             loss = loss + self.lambda_mr * mr
-            self.log(f"train/mr_{step}", mr, batch_size=ids.shape[0])
-        self.log(f"train/loss_{step}", main, prog_bar=True, batch_size=ids.shape[0])
-        self._accumulate(f"loss_{step}", main)
+            self.log(f"train/mr_{step}", mr, on_step=True, on_epoch=True, batch_size=ids.shape[0])
+        # per step and as the epoch's mean (Lightning's reduction, weighted by batch size): the
+        # loggers' curves and EpochHistory's rows
+        self.log(f"train/loss_{step}", main, on_step=True, on_epoch=True, prog_bar=True, batch_size=ids.shape[0])
         return loss
-
-    def _accumulate(self, key: str, value: torch.Tensor) -> None:
-        acc = self._sums.setdefault(key, [0.0, 0])
-        acc[0] += float(value.detach())
-        acc[1] += 1
-
-    def on_train_epoch_end(self) -> None:
-        row = {"epoch": self.current_epoch, **{k: t / max(n, 1) for k, (t, n) in self._sums.items()}, **self._val}
-        self.history.append(row)
-        self._sums, self._val = {}, {}
 
     def configure_optimizers(self):
         # ID tables (and the item bias) without weight decay: a row decays only when its token is in
@@ -381,7 +395,6 @@ class CLLM4RecModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         res = self._all_ranks("valid")
-        self._val = {f"val_{k}": res[k] for k in VAL_KEYS}
         for k in VAL_KEYS:
             self.log(f"val/{k}", res[k], sync_dist=True)   # equal on every rank already
         self.log("val/sum", sum(res[k] for k in VAL_KEYS), prog_bar=True, sync_dist=True)
@@ -397,14 +410,10 @@ class CLLM4RecModule(pl.LightningModule):
         for k in [k for k in sd if k.startswith("model.backbone.") and k not in trained]:
             del sd[k]   # the frozen backbone weights: rebuilt from backbone.name
         _, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["history"] = {"epochs": self.history, "sums": self._sums, "val": self._val}
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), pos, has_gauss, gauss],
                              "python": list(random.getstate()[1])}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        h = checkpoint.get("history")
-        if h:
-            self.history, self._sums, self._val = h["epochs"], h["sums"], h["val"]
         rng = checkpoint.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])

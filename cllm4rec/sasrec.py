@@ -22,9 +22,10 @@ catalogue (loss="ce") or over the target and `n_negatives` uniformly drawn items
 (loss="sampled"; a negative equal to the target is masked out). Sequences are right-padded
 and batched by length (random buckets of similar lengths, batch order shuffled), so short
 histories do not pay for long ones and, with the causal mask, no real position ever attends to
-padding. Adam (fused), constant learning rate. After every epoch (every `eval_every`): validation NDCG@10 / HR@10 by full
-ranking (`metrics.evaluate_split(..., part="valid")`); training stops after `patience` epochs
-without a better NDCG@10 and the best epoch's weights are restored.
+padding. Adam (fused), constant learning rate. Lightning's loop (fitting.py): after every epoch
+(every `eval_every`), validation NDCG@10 / HR@10 by full ranking (input: the training items,
+training items masked); training stops after `patience` validations without a better NDCG@10
+(or at the end of the epoch past `max_seconds`) and the best epoch's weights are restored.
 
 Scoring (leave-one-out protocol). `score(users, part)`: part "valid" feeds the user's training
 items, part "test" the training + validation items (the last max_len of them, time order), and
@@ -46,17 +47,14 @@ for a given seed, torch version and thread count.
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import evaluate_split
-from .progress import Progress
+from .fitting import fit_epochs
 
 __all__ = ["SASRec"]
 
@@ -182,8 +180,11 @@ class SASRec:
     """SASRec with full-softmax cross-entropy (loss="ce", default) or sampled softmax
     (loss="sampled", `n_negatives` uniform negatives per position). Definition: module docstring.
 
-    Defaults are the eSASRec benchmark's SASRec settings for Beauty (1 block, 1 head, 64 dims,
-    dropout 0.2, max length 50, lr 1e-3, batch 128) with early stopping on validation NDCG@10.
+    Defaults (the `baseline/sasrec` config; config.py registers them) are the eSASRec benchmark's
+    SASRec settings for Beauty (blondered/transformer_benchmark README: 1 block, 1 head, 64 dims,
+    dropout 0.2, max length 50, constant lr 1e-3; RecTools' default batch 128) with full softmax
+    instead of their 256 sampled negatives (loss="sampled" gives their SASRec+SS), and early
+    stopping on validation NDCG@10 (patience 20; theirs 50).
     """
 
     def __init__(self, n_layers: int = 1, n_heads: int = 1, dim: int = 64, max_len: int = 50,
@@ -236,15 +237,35 @@ class SASRec:
         self._inp, self._len = _pack([w[:-1] for w in windows], self.max_len, self.n_items)  # [U, L], [U]
         self._tgt, _ = _pack([w[1:] for w in windows], self.max_len, -100)                   # [U, L]
         use_valid = valid and ds.matrix("valid").nnz > 0
-        self.history = []
         torch.set_flush_denormal(True)                              # process-wide: denormal Adam moments are slow
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net = _SASRecNet(self.n_items, self.dim, self.max_len, self.n_layers, self.n_heads, self.dropout,
                                   self.ff_mult, self.positions, self.init_std).to(self.device)
-            self._train(ds if use_valid else None)
+            self._rng = np.random.default_rng(self.seed)                          # batch order
+            self._gen = torch.Generator(device=self.device).manual_seed(self.seed)  # negatives
+            out = fit_epochs(self, name="SASRec", max_epochs=self.max_epochs, patience=self.patience,
+                             device=self.device, valid=(ds.matrix("train"), ds.matrix("valid")) if use_valid else None,
+                             ks=(10,), metrics=("ndcg", "hr"), monitor="ndcg@10", eval_every=self.eval_every,
+                             max_seconds=self.max_seconds, verbose=self.verbose)
+        self.history, self.best_epoch, self.stopped = out["history"], out["best_epoch"], out["stopped"]
         self.net.eval()
         return self
+
+    # the training loop's parts (fitting.py)
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                fused=True)                         # one kernel per step: far faster on CPU
+
+    def epoch_batches(self) -> list[np.ndarray]:
+        return self._batches(self._rng)
+
+    def batch_loss(self, rows: np.ndarray):
+        loss, n = self._loss(rows, self._gen)
+        return loss, {"loss": (loss, n)}                           # the epoch's mean over target positions
+
+    def valid_scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self.score(users, part="valid")
 
     def set_inputs(self, ds) -> None:
         """Scoring inputs from ds: part "valid" <- train items, "test" <- train + valid items."""
@@ -282,57 +303,6 @@ class SASRec:
         negs = negs.masked_fill(neg == y[:, None], -math.inf)           # a negative equal to the target
         logits = torch.cat([pos, negs], 1)                              # [P, 1 + k]
         return F.cross_entropy(logits, torch.zeros_like(y)), len(y)
-
-    def _train(self, ds) -> None:
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                               fused=True)                          # one kernel per step: far faster on CPU
-        rng = np.random.default_rng(self.seed)
-        gen = torch.Generator(device=self.device).manual_seed(self.seed)
-        best, self.best_epoch, best_state = -math.inf, -1, None
-        self.stopped = "max_epochs"
-        start = time.perf_counter()
-        for epoch in range(self.max_epochs):
-            t0 = time.perf_counter()
-            self.net.train()
-            loss_sum, n_pos = 0.0, 0
-            batches = self._batches(rng)
-            progress = Progress(len(batches), f"SASRec epoch {epoch}", unit="batches")
-            for rows in batches:
-                loss, n = self._loss(rows, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss.detach()) * n
-                n_pos += n
-                progress.update(1)
-            progress.close()
-            entry = {"epoch": epoch, "loss": loss_sum / max(n_pos, 1), "train_seconds": time.perf_counter() - t0}
-            out_of_time = self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds
-            last = epoch == self.max_epochs - 1 or out_of_time
-            if ds is not None and ((epoch + 1) % self.eval_every == 0 or last):
-                t1 = time.perf_counter()
-                m = evaluate_split(self.scorer("valid"), ds, "valid", ks=(10,), metrics=("ndcg", "hr"))
-                entry.update({"valid_ndcg@10": m["ndcg@10"], "valid_hr@10": m["hr@10"],
-                              "eval_seconds": time.perf_counter() - t1})
-            entry["seconds"] = time.perf_counter() - t0
-            self.history.append(entry)
-            if self.verbose:
-                print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()),
-                      flush=True)
-            if "valid_ndcg@10" in entry:
-                if entry["valid_ndcg@10"] > best:
-                    best, self.best_epoch = entry["valid_ndcg@10"], epoch
-                    best_state = copy.deepcopy(self.net.state_dict())
-                elif epoch - self.best_epoch >= self.patience:
-                    self.stopped = "patience"
-                    break
-            if out_of_time:
-                self.stopped = "max_seconds"
-                break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-        else:
-            self.best_epoch = len(self.history) - 1
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()

@@ -23,7 +23,7 @@ from .config import checked_model_config
 from .corpus import CorpusBuilder, CorpusConfig
 from .errors import RunError
 from .model import CLLM4Rec
-from .modules import VAL_KEYS, CLLM4RecModule, CorpusData, PlainProgress, Schedule
+from .modules import VAL_KEYS, Schedule
 from .prepare import prepared_dataset
 from .paths import sweep_trial
 from .runs import TRAINING_SECTIONS, Run, checked_checkpoint
@@ -168,33 +168,22 @@ def train(cfg: DictConfig) -> dict:
     if schedule.finetune_rating:
         builder.rating_scale   # fails now, with what to do, if the data has no usable ratings
     pad = pad_id(tokenizer)
-    data = CorpusData(builder, schedule, batch_size=sm.batch_size, max_tokens=sm.max_tokens, seed=cfg.seed,
-                      pad_id=pad)
     lambda_mr = m.finetune.lambda_mr if stage == "finetune" and m.finetune.lambda_mr is not None else m.lambda_mr
     lambda_mr = lambda_mr if lambda_override is None else lambda_override
-    module = CLLM4RecModule(model, builder, schedule, lr=sm.lr, lambda_mr=lambda_mr, mr_reduction=m.mr_reduction,
-                            eval_batch_size=m.eval_batch_size, eval_max_tokens=m.eval_max_tokens,
-                            pad_id=pad, backbone_lr=sm.backbone_lr,
-                            weight_decay=sm.weight_decay, lr_schedule=sm.lr_schedule, warmup_ratio=sm.warmup_ratio,
-                            exclude_seen=stage == "finetune" and bool(sm.exclude_seen))
-
-    ckpt_dir = run.checkpoints(stage)
-    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="step", save_last=True,
-                                              every_n_train_steps=m.checkpoint_every_n_steps, save_top_k=0,
-                                              save_on_train_epoch_end=True)]
+    # conf/stage.yaml: the module, the data module and the callbacks, given what only this run has
+    # (partials: Hydra would turn the Schedule dataclass into a config if passed through instantiate)
+    data = instantiate(cfg.datamodule, _partial_=True)(builder=builder, schedule=schedule, pad_id=pad)
+    module = instantiate(cfg.module, _partial_=True)(model, builder, schedule, lambda_mr=lambda_mr, pad_id=pad)
+    callbacks = {name: instantiate(c, **({"dirpath": str(run.checkpoints(stage))}
+                                         if "dirpath" in c and c.dirpath is None else {}))
+                 for name, c in cfg.callbacks.items() if c is not None}
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["max_epochs"] = trainer_cfg.get("max_epochs") or sm.epochs
-    if stage == "finetune":   # validation every epoch, best checkpoint, early stopping
-        callbacks += [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/sum", mode="max",
-                                                   save_top_k=1, enable_version_counter=False),
-                      pl.callbacks.EarlyStopping(monitor="val/sum", mode="max", patience=sm.patience)]
-    elif sm.evaluate:   # pretraining validates once, after fit
+    if stage == "pretrain" and sm.evaluate:   # pretraining validates once, after fit
         trainer_cfg["check_val_every_n_epoch"] = sm.epochs + 1
-    else:
+    elif stage == "pretrain":
         trainer_cfg["limit_val_batches"] = 0
-    if not sys.stderr.isatty():     # a log file: plain progress lines instead of the bar's carriage returns
-        callbacks.append(PlainProgress())
-    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=make_logger(cfg),
+    trainer = instantiate(trainer_cfg, callbacks=list(callbacks.values()), logger=make_logger(cfg),
                           default_root_dir=str(run.stage_dir(stage)), reload_dataloaders_every_n_epochs=1,
                           use_distributed_sampler=False)
     ckpt = None
@@ -207,17 +196,17 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - t0
 
-    best = (callbacks[1].best_model_path or None) if stage == "finetune" else None
+    best = (callbacks["best"].best_model_path or None) if "best" in callbacks else None
     results = {"stage": stage, "fit_seconds": round(fit_seconds, 1), "best_checkpoint": best,
                "epochs_run": trainer.current_epoch}
+    # before validate/test restore the best checkpoint, whose callback state ends at its epoch
+    history = list(callbacks["epoch_history"].rows) if "epoch_history" in callbacks else []
     if stage == "finetune" or sm.evaluate:   # the best epoch's weights (fine-tuning), every rank its share
-        history = module.history            # the best checkpoint's own history ends at its epoch
         if best:
             checked_checkpoint(best)
         for part, run_loop in (("valid", trainer.validate), ("test", trainer.test)):
             run_loop(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
             results[part] = module.results[part] | {"n_users_skipped": ds.n_users - module.results[part]["n_users_evaluated"]}
-        module.history = history
     if trainer.is_global_zero:
         if stage == "finetune" and schedule.finetune_rating:
             with torch.autocast(module.device.type, dtype=torch.bfloat16,
@@ -239,7 +228,7 @@ def train(cfg: DictConfig) -> dict:
         rows = {f"CLLM4Rec ({stage}, {p})": results[p] for p in ("valid", "test") if p in results}
         table = results_table(rows, keys) if rows else ""
         run.write_metrics(stage, results, table)
-        run.write_history(stage, module.history)
+        run.write_history(stage, history)
         after = table or ("no ranking metrics after pretraining (model.pretrain.evaluate=false); fine-tuning "
                           "evaluates: make finetune")
         print(f"\n{stage} finished in {fit_seconds / 60:.1f} min; run folder {run.root}\n{after}", file=sys.stderr)

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from cllm4rec import baselines as B
 from cllm4rec.data import Dataset, split_random
 from cllm4rec.metrics import evaluate, evaluate_split
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "baseline"
-
 
 # ---------------------------------------------------------------------------- data
 def read_ml100k(folder: Path) -> Dataset:
@@ -147,7 +142,8 @@ def test_multivae_is_seeded_and_leaves_global_rng_alone():
     b = small_vae(max_epochs=5, seed=3).fit(train, valid)
     c = small_vae(max_epochs=5, seed=4).fit(train, valid)
     users = torch.arange(train.shape[0])
-    assert torch.equal(a.score(users), b.score(users)) and a.log == b.log
+    untimed = lambda log: [{k: v for k, v in e.items() if not k.endswith('seconds')} for e in log]  # noqa: E731
+    assert torch.equal(a.score(users), b.score(users)) and untimed(a.log) == untimed(b.log)
     assert not torch.equal(a.score(users), c.score(users))
 
 
@@ -189,16 +185,3 @@ def test_unfitted_and_bad_users_are_clear_errors(cls):
         model.score(torch.tensor([4]))
     with pytest.raises(TypeError, match="scipy.sparse"):
         cls().fit(np.eye(4))
-
-
-@pytest.mark.parametrize("name,cls,params", [
-    ("pop", B.Popularity, {}),
-    ("ease", B.EASE, {"l2": 500.0}),
-    ("multivae", B.MultiVAE, {"hidden": 600, "latent": 200, "dropout": 0.5, "beta_max": 0.2, "lr": 1e-3,
-                              "batch_size": 500, "patience": 20, "seed": 0}),
-])
-def test_hydra_configs_instantiate(name, cls, params):
-    model = instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
-    assert type(model) is cls
-    for key, value in params.items():
-        assert getattr(model, key) == value

@@ -1,6 +1,7 @@
 """benchmarks/quality.py reuses a finished seed only when it was trained with the config that
 the committed defaults and the given overrides compose now (a changed default retrains)."""
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -87,11 +88,21 @@ def test_search_collects_a_real_optuna_sweep(tmp_path, shared_data):
                    cwd=quality.ROOT, check=True, capture_output=True)
     res = search.collect(sweep)
     space = yaml.safe_load((quality.ROOT / "conf/hparams_search/beauty_loo_optuna.yaml").read_text())
-    assert res["search_space"] == space["hydra"]["sweeper"]["params"] and res["name"] == "search_beauty_loo"
+    params = space["hydra"]["sweeper"]["params"]
+    assert set(res["search_space"]) == set(params) and res["name"] == "search_beauty_loo"
     assert [t["number"] for t in res["trials"]] == [0, 1] and all(t["state"] == "complete" for t in res["trials"])
+
+    def inside(value: str, spec: str) -> bool:    # Hydra's sweep grammar: choice(a, b) / interval(lo, hi)
+        if spec.startswith("choice("):
+            return value in [v.strip() for v in spec[len("choice("):-1].split(",")]
+        low, high = map(float, re.search(r"interval\(([^,]+),([^)]+)\)", spec).groups())
+        return low <= float(value) <= high
+
     for t in res["trials"]:
         assert t["val_sum"] == pytest.approx(sum(t["valid"][k] for k in ("recall@20", "recall@40", "ndcg@100")))
-        assert {o.split("=")[0] for o in t["overrides"]} >= set(space["hydra"]["sweeper"]["params"])
+        drawn = dict(o.split("=", 1) for o in t["overrides"])
+        assert all(inside(drawn[k], spec) for k, spec in params.items()), (drawn, params)
+    assert res["trials"][0]["overrides"] != res["trials"][1]["overrides"]    # the sampler moved
     assert res["chosen_value"] == pytest.approx(max(t["val_sum"] for t in res["trials"]))
     best = dict(o.split("=", 1) for o in res["trials"][res["best_trial"]]["overrides"])
     assert {k: str(v) for k, v in res["chosen"].items()} == {k: best[k] for k in res["chosen"]}

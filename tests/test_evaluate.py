@@ -84,6 +84,23 @@ def test_evaluate_with_a_sequence_baseline(run_dir):
     assert res["retrieval"]["sasrec"]["recall@20"] == pytest.approx(ref["recall@20"], abs=1e-6)
 
 
+def test_baseline_group_takes_overrides_and_the_run_wiring_and_refuses_unknown_keys():
+    """The `baseline` group (config.py, from the classes' constructors): a default is overridable
+    from the command line, the run's backbone and seed reach the backbone k-NN, every registered
+    baseline instantiates, and a misspelt key stops at compose with its name."""
+    from hydra.errors import ConfigCompositionException
+    from hydra.utils import instantiate
+
+    from cllm4rec.config import BASELINES
+    added = [f"+baseline@baselines.{n}={n}" for n in BASELINES if n not in ("pop", "ease", "multivae")]
+    cfg = compose_cfg("evaluate", "unused", "baselines.ease.l2=250", "seed=7", *added)
+    built = {n: instantiate(cfg.baselines[n]) for n in BASELINES}
+    assert built["ease"].l2 == 250.0 and built["sasrec"].max_len == 50
+    assert (built["backbone_knn"].backbone, built["backbone_knn"].seed) == (cfg.backbone.name, 7)
+    with pytest.raises(ConfigCompositionException, match="l3"):
+        compose_cfg("evaluate", "unused", "baselines.ease.l3=1")
+
+
 def test_one_heldout_per_user_is_one_target_and_seeded():
     rng = np.random.default_rng(0)
     target = sp.random(30, 50, density=0.1, format="csr", random_state=1)

@@ -1,20 +1,16 @@
 """SASRec: it learns a deterministic next-item rule, masks the future, ignores padding and batch
 company, is deterministic under its seed, and scores the test part from train + valid items."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from cllm4rec.baselines import Popularity
 from cllm4rec.data import Dataset, split_leave_one_out
 from cllm4rec.metrics import evaluate_split
 from cllm4rec.sasrec import SASRec, _LinearCrossEntropy
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "baseline"
 SMALL = dict(dim=32, max_len=20, dropout=0.0, lr=5e-3, batch_size=64, max_epochs=60, patience=5)
 
 
@@ -179,13 +175,6 @@ def test_fused_full_softmax_matches_cross_entropy():
     assert abs(float(loss.detach()) - float(ref.detach())) < 0.01 * float(ref.detach())
     for got, want in zip(torch.autograd.grad(loss, (h, w)), torch.autograd.grad(ref, (h, w))):
         assert float((got - want).norm() / want.norm()) < 0.02
-
-
-def test_config_instantiates():
-    cfg = OmegaConf.load(CONF / "sasrec.yaml")
-    model = instantiate(cfg)
-    assert isinstance(model, SASRec)
-    assert (model.n_layers, model.n_heads, model.dim, model.max_len, model.loss) == (1, 1, 64, 50, "ce")
 
 
 @pytest.mark.slow
