@@ -151,8 +151,24 @@ def baseline_node(name: str) -> dict:
             **BASELINE_WIRING.get(name, {})}
 
 
+def data_base_node() -> dict:
+    """`data/_base`, which every data config starts from: the preprocess and split defaults of
+    `data.preprocess.preprocess` and `data.splits.split_dataset` (their one home), so a data file
+    lists only what differs (a 5-core, a source)."""
+    import inspect
+    from .data.preprocess import preprocess
+    from .data.splits import split_dataset
+
+    def defaults(fn, names):
+        params = inspect.signature(fn).parameters
+        return {n: list(params[n].default) if isinstance(params[n].default, tuple) else params[n].default
+                for n in names}
+    return {"preprocess": defaults(preprocess, ("keep_ratings_above", "dedup", "user_core", "item_core")),
+            "split": defaults(split_dataset, ("protocol", "seed", "ratios"))}
+
+
 def register_configs() -> None:
-    """Store the dataclass groups and the baselines in Hydra's ConfigStore (done on `import cllm4rec`)."""
+    """Store the dataclass groups, the baselines and the data base in Hydra's ConfigStore (done on `import cllm4rec`)."""
     from hydra.core.config_store import ConfigStore
     from .corpus.config import CorpusConfig
     cs = ConfigStore.instance()
@@ -160,3 +176,4 @@ def register_configs() -> None:
     cs.store(group="corpus", name="default", node=CorpusConfig)
     for name in BASELINES:
         cs.store(group="baseline", name=name, node=baseline_node(name))
+    cs.store(group="data", name="_base", node=data_base_node())
