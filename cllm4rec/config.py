@@ -137,17 +137,22 @@ BASELINES = {"pop": "baselines.Popularity", "random": "baselines.RandomScores", 
 BASELINE_WIRING = {"backbone_knn": {"backbone": "${backbone.name}", "seed": "${seed}"}}
 
 
+def _signature_defaults(fn, names=None) -> dict:
+    """The keyword defaults of `fn` (all of them, or `names`), tuples as lists (OmegaConf has no tuples)."""
+    import inspect
+    params = inspect.signature(fn).parameters
+    names = names or [n for n, p in params.items() if p.default is not inspect.Parameter.empty]
+    return {n: list(params[n].default) if isinstance(params[n].default, tuple) else params[n].default for n in names}
+
+
 def baseline_node(name: str) -> dict:
     """The `baseline/<name>` config: `_target_` and every constructor argument with its default,
     so the class is the one home of its defaults and each of them is overridable
     (`baselines.ease.l2=250`), an unknown key failing at compose."""
     import importlib
-    import inspect
     module, cls = BASELINES[name].rsplit(".", 1)
     target = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-    params = inspect.signature(target).parameters.values()
-    return {"_target_": f"{__package__}.{module}.{cls}",
-            **{p.name: p.default for p in params if p.default is not inspect.Parameter.empty},
+    return {"_target_": f"{__package__}.{module}.{cls}", **_signature_defaults(target),
             **BASELINE_WIRING.get(name, {})}
 
 
@@ -155,16 +160,10 @@ def data_base_node() -> dict:
     """`data/_base`, which every data config starts from: the preprocess and split defaults of
     `data.preprocess.preprocess` and `data.splits.split_dataset` (their one home), so a data file
     lists only what differs (a 5-core, a source)."""
-    import inspect
     from .data.preprocess import preprocess
     from .data.splits import split_dataset
-
-    def defaults(fn, names):
-        params = inspect.signature(fn).parameters
-        return {n: list(params[n].default) if isinstance(params[n].default, tuple) else params[n].default
-                for n in names}
-    return {"preprocess": defaults(preprocess, ("keep_ratings_above", "dedup", "user_core", "item_core")),
-            "split": defaults(split_dataset, ("protocol", "seed", "ratios"))}
+    return {"preprocess": _signature_defaults(preprocess, ("keep_ratings_above", "dedup", "user_core", "item_core")),
+            "split": _signature_defaults(split_dataset, ("protocol", "seed", "ratios"))}
 
 
 def register_configs() -> None:

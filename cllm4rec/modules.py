@@ -34,9 +34,8 @@ from .corpus import CorpusBuilder, Documents, LengthBucketSampler, collate
 from .progress import Progress
 from .errors import RunError
 from .fitting import Batches
+from .metrics import VAL_KEYS
 from .model import CLLM4Rec
-
-VAL_KEYS = metrics.VAL_KEYS
 
 
 @dataclass
@@ -62,16 +61,20 @@ class Schedule:
 
 
 class EpochBatches(Batches):
-    """One epoch of collated batches; stateful so Lightning can resume mid-epoch."""
+    """One epoch's batches, each collated only when it is read (memory: one batch, not the epoch);
+    `batches` holds (documents, document indices, step) per batch. Stateful so Lightning can
+    resume mid-epoch."""
 
-    def __init__(self, batches: list[dict], epoch: int, progress=None):
+    def __init__(self, batches: list[tuple[Documents, np.ndarray, str]], epoch: int, progress=None, pad_id: int = 0):
         super().__init__(batches)
-        self.epoch, self.start = epoch, 0
+        self.epoch, self.start, self.pad_id = epoch, 0, pad_id
         self._progress = progress     # callable -> batches finished (the trainer's count)
 
     def __iter__(self):
         start, self.start = self.start, 0
-        yield from self.batches[start:]
+        for docs, idx, step in self.batches[start:]:
+            # targets stay index lists here; the dense [B, J] multi-hot is built per step
+            yield {**collate(docs, idx, pad_id=self.pad_id), "step": step}
 
     def state_dict(self) -> dict:
         done = self._progress() if self._progress else 0
@@ -181,35 +184,33 @@ class CorpusData(pl.LightningDataModule):
             return b.mixture("rating", rng)
         raise ValueError(step)
 
-    def epoch_batches(self, epoch: int) -> list[dict]:
+    def epoch_batches(self, epoch: int, rank: int = 0, world_size: int = 1, progress=None) -> EpochBatches:
+        """Epoch `epoch`'s batches (every step kind of the schedule, interleaved), as rank `rank` of
+        `world_size` reads them: every rank cuts the same batches (the documents and the order
+        depend only on seed and epoch), keeps every world_size-th one (equal counts per rank) and
+        collates only those, as they are read."""
         rng = np.random.default_rng([self.seed, epoch])
-        out = []
+        plan = []
         for step in self.schedule.steps(epoch):
             docs = self.documents(step, rng)
             sampler = LengthBucketSampler(docs.lengths, batch_size=self.batch_size, max_tokens=self.max_tokens,
-                                          seed=self.seed * 1000 + len(out))
+                                          seed=self.seed * 1000 + len(plan))
             sampler.set_epoch(epoch)
-            # targets stay index lists here; the dense [B, J] multi-hot is built per step
-            out += [{**collate(docs, idx, pad_id=self.pad_id), "step": step} for idx in sampler.batches()]
-        order = rng.permutation(len(out))   # interleave the steps of a mixed epoch
-        return [out[i] for i in order]
-
-    def train_dataloader(self):
-        epoch = self.trainer.current_epoch if self.trainer else 0
-        progress = None
-        if self.trainer is not None:
-            loop = self.trainer.fit_loop.epoch_loop.batch_progress
-            progress = lambda: loop.current.processed  # noqa: E731  (batches whose step finished)
-        batches = self.epoch_batches(epoch)
-        if not batches:
+            plan += [(docs, idx, step) for idx in sampler.batches()]
+        if not plan:
             raise RunError(f"{self.schedule.stage} epoch {epoch} (steps {self.schedule.steps(epoch)}) has no training "
                            "documents: the corpus kinds these steps read are all off or empty for this data "
                            "(conf/corpus: collaborative, content, ...); turn one on or check the dataset's texts")
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # data parallel: each rank takes every world_size-th batch (equal counts per rank)
-            n = len(batches) // self.trainer.world_size * self.trainer.world_size
-            batches = batches[self.trainer.global_rank:n:self.trainer.world_size]
-        return EpochBatches(batches, epoch, progress)
+        order = rng.permutation(len(plan))   # interleave the steps of a mixed epoch
+        order = order[rank:len(order) // world_size * world_size:world_size]
+        return EpochBatches([plan[i] for i in order], epoch, progress, pad_id=self.pad_id)
+
+    def train_dataloader(self):
+        if self.trainer is None:
+            return self.epoch_batches(0)
+        loop = self.trainer.fit_loop.epoch_loop.batch_progress
+        return self.epoch_batches(self.trainer.current_epoch, self.trainer.global_rank, self.trainer.world_size,
+                                  progress=lambda: loop.current.processed)   # batches whose step finished
 
     def val_dataloader(self):
         return Batches(self.trainer.lightning_module.eval_batches("valid"))
@@ -236,6 +237,7 @@ class CLLM4RecModule(pl.LightningModule):
         self.strict_loading = False   # checkpoints leave out the frozen backbone weights
         self._eval_docs: dict[str, Documents] = {}
         self.results: dict[str, dict[str, float]] = {}   # the last validation / test metrics, all ranks
+        self.checkpoint_valid_results: dict[str, float] | None = None   # those the loaded checkpoint was saved with
         # [J] the smoothed log training item frequency: the popularity reference of `loss_rec_pop`
         counts = torch.from_numpy(np.bincount(builder.train_item, minlength=builder.ds.n_items))
         self.register_buffer("pop_log_prob", CLLM4Rec.log_frequency(counts, builder.ds.n_items), persistent=False)
@@ -285,7 +287,10 @@ class CLLM4RecModule(pl.LightningModule):
         if body:
             groups.append({"params": body, "weight_decay": self.weight_decay,
                            "lr": self.backbone_lr if self.backbone_lr is not None else self.lr})
-        optimizer = torch.optim.AdamW(groups, lr=self.lr)   # = Adam where weight_decay is 0
+        # = Adam where weight_decay is 0; fused: one kernel over all tensors, the same update (on 2
+        # CPU cores the per-tensor loop over the ID tables cost more than the tiny backbone's step)
+        fused = all(p.device.type in ("cpu", "cuda") for p in ids + body)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=fused or None)
         if self.lr_schedule == "constant" and self.warmup_ratio == 0:
             return optimizer
         from transformers import get_scheduler
@@ -409,11 +414,16 @@ class CLLM4RecModule(pl.LightningModule):
         trained = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
         for k in [k for k in sd if k.startswith("model.backbone.") and k not in trained]:
             del sd[k]   # the frozen backbone weights: rebuilt from backbone.name
+        if self.trainer.state.fn == "fit" and "valid" in self.results:
+            # this epoch's full validation metrics: after fit, the best checkpoint's are the
+            # selected model's, and evaluating the validation users again would repeat them
+            checkpoint["valid_results"] = dict(self.results["valid"])
         _, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), pos, has_gauss, gauss],
                              "python": list(random.getstate()[1])}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint_valid_results = checkpoint.get("valid_results")
         rng = checkpoint.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])

@@ -23,7 +23,8 @@ from .config import checked_model_config
 from .corpus import CorpusBuilder, CorpusConfig
 from .errors import RunError
 from .model import CLLM4Rec
-from .modules import VAL_KEYS, Schedule
+from .metrics import VAL_KEYS
+from .modules import Schedule
 from .prepare import prepared_dataset
 from .paths import sweep_trial
 from .runs import TRAINING_SECTIONS, Run, checked_checkpoint
@@ -204,8 +205,12 @@ def train(cfg: DictConfig) -> dict:
     if stage == "finetune" or sm.evaluate:   # the best epoch's weights (fine-tuning), every rank its share
         if best:
             checked_checkpoint(best)
-        for part, run_loop in (("valid", trainer.validate), ("test", trainer.test)):
-            run_loop(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+        trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+        if best and module.checkpoint_valid_results:   # the best epoch's validation, measured during fit
+            module.results["valid"] = module.checkpoint_valid_results
+        else:   # no best checkpoint (pretraining, fast_dev_run, `~callbacks.best`), or one saved before this was kept
+            trainer.validate(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+        for part in ("valid", "test"):
             results[part] = module.results[part] | {"n_users_skipped": ds.n_users - module.results[part]["n_users_evaluated"]}
     if trainer.is_global_zero:
         if stage == "finetune" and schedule.finetune_rating:

@@ -90,6 +90,30 @@ def test_finetune_history_has_the_popularity_reference(tmp_path, shared_data):
     assert row["loss_rec"] == pytest.approx(row["loss_rec_pop"], rel=1e-5)
 
 
+def test_finetune_reports_the_best_epochs_validation_without_running_it_again(tmp_path, shared_data, monkeypatch):
+    """The validation metrics that fit measured at the best epoch (kept in its checkpoint) are the
+    ones a fresh validation of the best checkpoint gives, and the users are not ranked again."""
+    import lightning.pytorch as pl
+    from cllm4rec.modules import CLLM4RecModule
+    over = ["model.finetune.from_pretrained=false", "model.finetune.epochs=3", "+trainer.limit_train_batches=3",
+            "trainer.precision=32", "model.finetune.lr=3e-3"]
+    calls = []
+    validate = pl.Trainer.validate
+    monkeypatch.setattr(pl.Trainer, "validate", lambda self, *a, **k: calls.append(1) or validate(self, *a, **k))
+    kept = train(cfg_for("finetune", tmp_path / "kept", *over))
+    assert calls == []
+    history = json.loads((tmp_path / "kept" / "run" / "finetune" / "history.json").read_text())
+    best = max(history, key=lambda r: sum(r[f"val_{k}"] for k in ("recall@20", "recall@40", "ndcg@100")))
+    assert kept["valid"]["recall@20"] == pytest.approx(best["val_recall@20"], rel=1e-6)
+    # a checkpoint without the kept metrics (saved by an older version): validated again, same numbers
+    save = CLLM4RecModule.on_save_checkpoint
+    monkeypatch.setattr(CLLM4RecModule, "on_save_checkpoint",
+                        lambda self, ckpt: (save(self, ckpt), ckpt.pop("valid_results", None)))
+    again = train(cfg_for("finetune", tmp_path / "again", *over))
+    assert calls == [1]
+    assert again["valid"] == kept["valid"] and again["test"] == kept["test"]
+
+
 def test_pretrain_without_evaluation_prints_no_empty_table_nor_known_noise(tmp_path, shared_data, capsys, caplog):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
