@@ -204,9 +204,11 @@ def render_evaluation(rep: dict) -> str:
     cfg = rep.get("config")
     if cfg:
         out.append(" Config: " + "; ".join(f"{k} = {fmt(v)}" for k, v in cfg.items()) + ".\n")
-    out.append(table(["part", "bound (MiB)", "users", "items", "users per batch", "one batch of scores (MiB)",
-                      "seconds", "users/s", "peak RSS increase (MiB)"],
-                     [[r["part"], r["bound_mib"], r["users"], r["items"], r.get("batch_users"),
+    out.append(table(["part", "data", "backbone", "bound (MiB)", "users", "items", "users per batch",
+                      "one batch of scores (MiB)", "seconds", "users/s", "peak RSS increase (MiB)"],
+                     [[r["part"], r.get("data", "beauty"), r.get("backbone") or ("tiny_gpt2" if r["part"] == "whole"
+                                                                                 else "-"),
+                       r["bound_mib"], r["users"], r["items"], r.get("batch_users"),
                        r.get("one_batch_scores_mib"), r["seconds"], r["users_per_s"], r["peak_rss_increase_mib"]]
                       for r in rep.get("results", [])]))
     return "\n".join(out) + "\n"
@@ -216,24 +218,32 @@ def render_scaling(rep: dict) -> str:
     out = []
     if rep.get("code_path"):
         out.append(f"Code path: {rep['code_path']}. Epoch time: {rep.get('epoch_s', '')}.\n")
-    d = rep.get("dataset", {})
-    out.append(f"Dataset {d.get('name')}: {fmt(d.get('users'))} users, {fmt(d.get('items'))} items, "
-               f"{fmt(d.get('interactions'))} interactions (full).\n")
-    out.append(table(["backbone", "fraction", "users", "items", "interactions", "L epoch (s)", "C epoch (s)",
-                      "fine-tuning epoch (s)", "evaluation pass (s)", "L tokens/s", "eval users/s"],
-                     [[r["backbone"], pct(r["fraction"]), r["users"], r["items"], r["interactions"],
-                       r["phases"]["L"]["epoch_s"], r["phases"]["C"]["epoch_s"], r["phases"]["rec"]["epoch_s"],
-                       r["phases"]["eval"]["epoch_s"], r["phases"]["L"].get("tokens_per_s"),
-                       r["phases"]["eval"].get("users_per_s")] for r in rep.get("runs", [])]))
-    for name, f in rep.get("fits", {}).items():
-        out.append(f"\nFitted scaling, {name}: time ~ size^b (least squares, log-log); ratios to the smallest "
-                   "subset.\n")
-        rows = []
-        for ph, r in f["vs_users"].items():
-            ri = f["vs_interactions"][ph]
-            rows.append([ph, r["exponent"], ri["exponent"], fmt(r["size_ratios"]), fmt(r["time_ratios"])])
-        out.append(table(["phase", "b vs users", "b vs interactions", "user ratios", "time ratios"], rows))
+    runs = rep.get("runs", [])
+    out.append(table(["users", "items", "interactions", "L epoch (s)", "C epoch (s)", "fine-tuning epoch (s)",
+                      "evaluation pass (s)", "peak RSS (MiB)", "trainable (MiB)"],
+                     [[r["users"], r["items"], r["interactions"], *(r["phases"][p]["epoch_s"] for p in PHASE_KEYS),
+                       r.get("peak_rss_mib"), r.get("trainable_mib")] for r in runs]))
+    out.append("\nPer training batch: milliseconds per batch (forward, backward, optimizer), the optimizer step alone "
+               "(fused AdamW vs torch's per-tensor loop, same parameters and gradients), and what collating the "
+               "whole epoch up front would hold.\n")
+    rows = []
+    for r in runs:
+        for p in PHASE_KEYS[:3]:
+            ph = r["phases"][p]
+            opt = ph.get("optimizer_ms", {})
+            rows.append([r["users"], p, ph["batches"], ph.get("ms_per_batch"), opt.get("fused"),
+                         opt.get("per_tensor_loop"), ph.get("plan_s"), ph.get("collate_s"), ph.get("upfront_mib")])
+    out.append(table(["users", "phase", "batches", "ms per batch", "optimizer fused (ms)", "optimizer per-tensor "
+                      "loop (ms)", "plan (s)", "collate all (s)", "up front (MiB)"], rows))
+    fits = {k: v for k, v in rep.get("fits", {}).items() if k != "peak_rss"}
+    if fits:
+        out.append("\nFitted scaling: time ~ users^b (least squares, log-log); ratios to the smallest size.\n")
+        out.append(table(["phase", "b", "user ratios", "time ratios"],
+                         [[ph, r["exponent"], fmt(r["user_ratios"]), fmt(r["time_ratios"])] for ph, r in fits.items()]))
     return "\n".join(out) + "\n"
+
+
+PHASE_KEYS = ("L", "C", "rec", "eval")
 
 
 def render_corpus(rep: dict) -> str:

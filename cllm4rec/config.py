@@ -84,6 +84,9 @@ class ModelConfig:
                                                "so new tokens enter at the words' scale; 1: the paper")
     item_bias: bool = help_field(True, "Item head bias initialised to log training item frequency (false: the paper's "
                                "bias-free head)")
+    sparse_user_rows: bool = help_field(False, "User tables with sparse gradients and a lazy Adam update of the "
+                                        "batch's rows only (optim.py): a step's cost stops growing with the users; "
+                                        "false: dense AdamW over every row")
     lambda_mr: float = help_field(1.0, "Mutual regularization weight")
     mr_reduction: str = help_field("sum", "sum (authors' code) or mean (per distinct token)")
     eval_batch_size: int = help_field(64, "Prompts per forward pass in evaluation (at most)")

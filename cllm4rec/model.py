@@ -32,7 +32,7 @@ class CLLM4Rec(nn.Module):
     def __init__(self, backbone: nn.Module, vocab: Vocab, init_std: float = ModelConfig.init_std,
                  item_prior: torch.Tensor | None = None, id_input_scale: float = 1.0,
                  backbone_tuning: str = "frozen", lora: LoraSettings | None = None,
-                 backbone_dropout: float | None = None):
+                 backbone_dropout: float | None = None, sparse_user_rows: bool = False):
         """item_prior: optional [J] training item counts. Given, the collaborative item head
         gets a trainable bias initialised to the smoothed log item frequency, so its softmax
         starts at the popularity distribution instead of uniform and the tied embeddings
@@ -46,7 +46,10 @@ class CLLM4Rec(nn.Module):
         hidden state then barely depends on the user (`auto_id_input_scale`).
 
         backbone_tuning: frozen (the paper), lora or full (tuning.py); the backbone is prepared in
-        place, so pass a backbone no other model has prepared."""
+        place, so pass a backbone no other model has prepared.
+
+        sparse_user_rows: the user tables get sparse gradients (only the batch's rows), for the
+        lazy row update of optim.AdamWSparseRows."""
         super().__init__()
         self.backbone = prepare_backbone(backbone, backbone_tuning, lora, backbone_dropout)
         self.backbone_tuning = backbone_tuning
@@ -58,7 +61,7 @@ class CLLM4Rec(nn.Module):
             raise ValueError(f"vocab.n_vocab={vocab.n_vocab} but the backbone has {words.num_embeddings} rows")
         d = words.embedding_dim
         # N(0, init_std); a large scale also makes the CPU backward slow (denormals)
-        self.user = nn.ModuleDict({s: nn.Embedding(vocab.n_users, d) for s in SIDES})
+        self.user = nn.ModuleDict({s: nn.Embedding(vocab.n_users, d, sparse=sparse_user_rows) for s in SIDES})
         self.item = nn.ModuleDict({s: nn.Embedding(vocab.n_items, d) for s in SIDES})
         for table in [*self.user.values(), *self.item.values()]:
             nn.init.normal_(table.weight, std=init_std)

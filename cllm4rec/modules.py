@@ -36,6 +36,7 @@ from .errors import RunError
 from .fitting import Batches
 from .metrics import VAL_KEYS
 from .model import CLLM4Rec
+from .optim import AdamWSparseRows, clip_grad_norm
 
 
 @dataclass
@@ -288,9 +289,10 @@ class CLLM4RecModule(pl.LightningModule):
             groups.append({"params": body, "weight_decay": self.weight_decay,
                            "lr": self.backbone_lr if self.backbone_lr is not None else self.lr})
         # = Adam where weight_decay is 0; fused: one kernel over all tensors, the same update (on 2
-        # CPU cores the per-tensor loop over the ID tables cost more than the tiny backbone's step)
+        # CPU cores the per-tensor loop over the ID tables cost more than the tiny backbone's step);
+        # sparse gradients (model.sparse_user_rows) move only their rows (optim.py)
         fused = all(p.device.type in ("cpu", "cuda") for p in ids + body)
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, fused=fused or None)
+        optimizer = AdamWSparseRows(groups, lr=self.lr, fused=fused or None)
         if self.lr_schedule == "constant" and self.warmup_ratio == 0:
             return optimizer
         from transformers import get_scheduler
@@ -299,6 +301,24 @@ class CLLM4RecModule(pl.LightningModule):
         scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(self.warmup_ratio * total),
                                   num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        sparse = any(p.grad is not None and p.grad.is_sparse for p in self.model.parameters())
+        if not (gradient_clip_val and sparse):
+            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm not in (None, "norm"):
+            raise RunError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm} cannot clip the sparse user "
+                           "rows' gradients (model.sparse_user_rows=true): use the norm algorithm, or "
+                           "model.sparse_user_rows=false")
+        clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], gradient_clip_val)
+
+    def setup(self, stage: str) -> None:
+        if self.model.user["collaborative"].sparse and self.trainer.world_size > 1 and \
+                self.trainer.strategy.root_device.type != "cpu":
+            # sparse gradients are reduced by gloo (CPU); elsewhere the tables stay dense
+            for table in self.model.user.values():
+                table.sparse = False
+            print("model.sparse_user_rows: dense user rows under multi-device training off the CPU", file=sys.stderr)
 
     # ------------------------------------------------------------------ evaluation
     def rating_levels(self) -> tuple[torch.Tensor, torch.Tensor]:

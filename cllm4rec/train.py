@@ -90,7 +90,7 @@ def build_model(backbone, vocab: Vocab, builder: CorpusBuilder, m) -> CLLM4Rec:
     prior = torch.from_numpy(np.bincount(builder.train_item, minlength=vocab.n_items)) if m.item_bias else None
     scale = m.id_input_scale if m.id_input_scale is not None else CLLM4Rec.auto_id_input_scale(backbone, m.init_std)
     return CLLM4Rec(backbone, vocab, init_std=m.init_std, item_prior=prior, id_input_scale=scale,
-                    **tuning_kwargs(m))
+                    sparse_user_rows=m.sparse_user_rows, **tuning_kwargs(m))
 
 
 
