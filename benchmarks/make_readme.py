@@ -219,25 +219,31 @@ def render_scaling(rep: dict) -> str:
     if rep.get("code_path"):
         out.append(f"Code path: {rep['code_path']}. Epoch time: {rep.get('epoch_s', '')}.\n")
     runs = rep.get("runs", [])
-    out.append(table(["users", "items", "interactions", "L epoch (s)", "C epoch (s)", "fine-tuning epoch (s)",
-                      "evaluation pass (s)", "peak RSS (MiB)", "trainable (MiB)"],
-                     [[r["users"], r["items"], r["interactions"], *(r["phases"][p]["epoch_s"] for p in PHASE_KEYS),
-                       r.get("peak_rss_mib"), r.get("trainable_mib")] for r in runs]))
+    variants = [k for k in ("phases", "phases_sparse") if runs and k in runs[0]]
+    out.append(table(["users", "items", "interactions", "user rows", "L epoch (s)", "C epoch (s)",
+                      "fine-tuning epoch (s)", "evaluation pass (s)", "peak RSS (MiB)", "trainable (MiB)"],
+                     [[r["users"], r["items"], r["interactions"], "dense" if v == "phases" else "sparse",
+                       *(r[v][p]["epoch_s"] for p in PHASE_KEYS[:3]), r["phases"]["eval"]["epoch_s"],
+                       r.get("peak_rss_mib"), r.get("trainable_mib")] for r in runs for v in variants]))
     out.append("\nPer training batch: milliseconds per batch (forward, backward, optimizer), the optimizer step alone "
-               "(fused AdamW vs torch's per-tensor loop, same parameters and gradients), and what collating the "
-               "whole epoch up front would hold.\n")
+               "(dense rows: fused AdamW vs torch's per-tensor loop, same parameters and gradients), and what "
+               "collating the whole epoch up front would hold.\n")
     rows = []
     for r in runs:
-        for p in PHASE_KEYS[:3]:
-            ph = r["phases"][p]
-            opt = ph.get("optimizer_ms", {})
-            rows.append([r["users"], p, ph["batches"], ph.get("ms_per_batch"), opt.get("fused"),
-                         opt.get("per_tensor_loop"), ph.get("plan_s"), ph.get("collate_s"), ph.get("upfront_mib")])
-    out.append(table(["users", "phase", "batches", "ms per batch", "optimizer fused (ms)", "optimizer per-tensor "
-                      "loop (ms)", "plan (s)", "collate all (s)", "up front (MiB)"], rows))
-    fits = {k: v for k, v in rep.get("fits", {}).items() if k != "peak_rss"}
-    if fits:
-        out.append("\nFitted scaling: time ~ users^b (least squares, log-log); ratios to the smallest size.\n")
+        for v in variants:
+            for p in PHASE_KEYS[:3]:
+                ph = r[v][p]
+                opt = ph.get("optimizer_ms") or {}
+                rows.append([r["users"], "dense" if v == "phases" else "sparse", p, ph["batches"],
+                             ph.get("ms_per_batch"), opt.get("fused"), opt.get("per_tensor_loop"), ph.get("plan_s"),
+                             ph.get("collate_s"), ph.get("upfront_mib")])
+    out.append(table(["users", "user rows", "phase", "batches", "ms per batch", "optimizer fused (ms)",
+                      "optimizer per-tensor loop (ms)", "plan (s)", "collate all (s)", "up front (MiB)"], rows))
+    for variant, fits in rep.get("fits", {}).items():
+        if not isinstance(fits, dict) or "L" not in fits:
+            continue
+        out.append(f"\nFitted scaling, {variant} user rows: time ~ users^b (least squares, log-log); ratios to the "
+                   "smallest size.\n")
         out.append(table(["phase", "b", "user ratios", "time ratios"],
                          [[ph, r["exponent"], fmt(r["user_ratios"]), fmt(r["time_ratios"])] for ph, r in fits.items()]))
     return "\n".join(out) + "\n"

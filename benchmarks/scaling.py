@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
@@ -100,6 +100,10 @@ def optimizer_ms(params: list[torch.Tensor], repeats: int = 3) -> dict:
     return out
 
 
+def autocast(args):
+    return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
+
+
 def composed(args):
     """The default fine-tuning config for this data and backbone (conf/)."""
     from hydra import compose, initialize_config_dir
@@ -107,27 +111,13 @@ def composed(args):
         return compose("finetune", overrides=[f"data={args.data}", f"backbone={args.backbone}"])
 
 
-def run_size(ds: Dataset, args) -> dict:
-    cfg = composed(args)
-    model_cfg = cfg.model
-    corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
-    backbone, tok = load_backbone(args.backbone, seed=0)
-    pad = pad_id(tok)
-    vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
-    out = {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions,
-           "train_interactions": int(ds.mask("train").sum()), "rss_mib_data": round(rss_mib())}
-    t0 = time.perf_counter()
-    builder = CorpusBuilder(ds, tok, vocab, corpus_cfg)
-    out["builder_s"] = round(time.perf_counter() - t0, 3)
-    torch.manual_seed(0)
-    model = build_model(backbone, vocab, builder, model_cfg)
-    module = CLLM4RecModule(model, builder, Schedule(), lr=model_cfg.pretrain.lr, lambda_mr=model_cfg.lambda_mr,
-                            mr_reduction=model_cfg.mr_reduction, eval_batch_size=model_cfg.eval_batch_size,
-                            pad_id=pad)
+def train_phases(module, builder, model_cfg, pad: int, args, compare_optimizers: bool) -> dict:
+    """Each training phase's epoch: plan, collation, a timed prefix of batches (module.training_step +
+    backward + the module's optimizer), extrapolated; the optimizer step alone, fused and looped."""
     opt = module.configure_optimizers()
-    out["trainable_mib"] = round(sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) / MIB)
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
-    out["phases"] = {}
+    model = module.model
+    phases = {}
+    ctx = autocast(args)
     for step, stage, epoch in (("L", "pretrain", 0), ("C", "pretrain", 1), ("rec", "finetune", 0)):
         sm = model_cfg[stage]
         data = CorpusData(builder, Schedule(stage=stage, content_warmup_epochs=0, finetune_content=False),
@@ -152,13 +142,13 @@ def run_size(ds: Dataset, args) -> dict:
             if i == len(epoch_batches) - 1:       # the last batch's gradients: the optimizer alone
                 grads = [p for p in model.parameters() if p.grad is not None]
                 train_s = time.perf_counter() - t0
-                opt_ms = optimizer_ms(grads)
+                opt_ms = optimizer_ms(grads) if compare_optimizers else {}
                 t0 = time.perf_counter()
             opt.step()
             opt.zero_grad(set_to_none=True)
         train_s += time.perf_counter() - t0
         scale = len(plan) / max(1, len(epoch_batches))
-        out["phases"][step] = {
+        phases[step] = {
             "batches": len(plan), "batches_timed": len(epoch_batches), "real_tokens_timed": real,
             "plan_s": round(plan_s, 3), "collate_s": round(collate_s, 3), "upfront_mib": round(upfront / MIB, 1),
             "train_s_timed": round(train_s, 3), "ms_per_batch": round(1e3 * train_s / max(1, len(epoch_batches)), 2),
@@ -167,8 +157,37 @@ def run_size(ds: Dataset, args) -> dict:
             "extrapolated": scale != 1.0}
         print(f"  {step:4s} {len(plan):6d} batches  plan {plan_s:6.2f} s  collate {collate_s:6.2f} s "
               f"({upfront / MIB:7.1f} MiB up front)  {1e3 * train_s / len(epoch_batches):7.1f} ms/batch  optimizer "
-              f"{opt_ms}  epoch ~{out['phases'][step]['epoch_s']:.0f} s", flush=True)
+              f"{opt_ms}  epoch ~{phases[step]['epoch_s']:.0f} s", flush=True)
+    return phases
+
+
+def run_size(ds: Dataset, args) -> dict:
+    cfg = composed(args)
+    model_cfg = cfg.model
+    corpus_cfg = CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True))
+    backbone, tok = load_backbone(args.backbone, seed=0)
+    pad = pad_id(tok)
+    vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
+    out = {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions,
+           "train_interactions": int(ds.mask("train").sum()), "rss_mib_data": round(rss_mib())}
+    t0 = time.perf_counter()
+    builder = CorpusBuilder(ds, tok, vocab, corpus_cfg)
+    out["builder_s"] = round(time.perf_counter() - t0, 3)
+    for variant in args.user_rows:          # dense (AdamW over every row) | sparse (model.sparse_user_rows)
+        with open_dict(model_cfg):
+            model_cfg.sparse_user_rows = variant == "sparse"
+        torch.manual_seed(0)
+        model = build_model(load_backbone(args.backbone, seed=0)[0], vocab, builder, model_cfg)
+        module = CLLM4RecModule(model, builder, Schedule(), lr=model_cfg.pretrain.lr, lambda_mr=model_cfg.lambda_mr,
+                                mr_reduction=model_cfg.mr_reduction, eval_batch_size=model_cfg.eval_batch_size,
+                                pad_id=pad)
+        out["trainable_mib"] = round(sum(p.numel() * p.element_size() for p in model.parameters()
+                                         if p.requires_grad) / MIB)
+        print(f"  user rows {variant}", flush=True)
+        out["phases" if variant == "dense" else f"phases_{variant}"] = train_phases(module, builder, model_cfg, pad,
+                                                                                   args, variant == "dense")
     module.eval()
+    ctx = autocast(args)
     sums, batches = module.ranking_sums("valid"), module.eval_batches("valid")
     n_all, timed, t0 = sum(map(len, batches)), 0, time.perf_counter()
     with ctx():
@@ -178,24 +197,24 @@ def run_size(ds: Dataset, args) -> dict:
             sums.add(users.numpy(), module.score_users(users, "valid"))
             timed += len(users)
     ev = time.perf_counter() - t0
-    out["phases"]["eval"] = {"users": n_all, "users_timed": timed, "users_per_s": round(timed / ev, 1),
+    out.setdefault("phases", {})["eval"] = {"users": n_all, "users_timed": timed, "users_per_s": round(timed / ev, 1),
                              "epoch_s": round(ev * n_all / timed, 2), "extrapolated": timed < n_all}
     print(f"  eval {n_all:7d} users  {timed / ev:8.1f} users/s  pass ~{ev * n_all / timed:.0f} s", flush=True)
     out["peak_rss_mib"] = round(peak_rss_mib())
     return out
 
 
-def fit(rows: list[dict]) -> dict:
+def fit(rows: list[dict], key: str = "phases") -> dict:
     """Per phase: exponent b of epoch_s ~ users^b (least squares in log-log) and the ratios."""
     out, base = {}, rows[0]
     xs = [math.log(r["users"]) for r in rows]
     for ph in PHASES:
-        ys = [math.log(max(r["phases"][ph]["epoch_s"], 1e-9)) for r in rows]
+        src = key if ph != "eval" else "phases"
+        ys = [math.log(max(r[src][ph]["epoch_s"], 1e-9)) for r in rows]
         b = float(np.polyfit(xs, ys, 1)[0]) if len(rows) >= 2 else float("nan")
         out[ph] = {"exponent": round(b, 3), "user_ratios": [round(r["users"] / base["users"], 2) for r in rows],
-                   "time_ratios": [round(r["phases"][ph]["epoch_s"] / max(base["phases"][ph]["epoch_s"], 1e-9), 2)
+                   "time_ratios": [round(r[src][ph]["epoch_s"] / max(base[src][ph]["epoch_s"], 1e-9), 2)
                                    for r in rows]}
-    out["peak_rss"] = {"mib": [r["peak_rss_mib"] for r in rows]}
     return out
 
 
@@ -207,6 +226,8 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--max-batches", type=int, default=150, help="training batches timed per phase")
     ap.add_argument("--eval-max-users", type=int, default=8192, help="validation users timed")
+    ap.add_argument("--user-rows", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"],
+                    help="model.sparse_user_rows false (dense) and true (sparse), each size measured with both")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)   # internal: one size, JSON out
     ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
@@ -237,11 +258,14 @@ def main() -> None:
                            "+ the module's optimizer (fused AdamW), no Lightning Trainer; eval = "
                            "CLLM4RecModule.score_users over ranking_metrics' validation batches",
               "epoch_s": "plan_s + collate_s + train_s x (batches / batches_timed); eval: seconds x users / users_timed",
-              "runs": runs, "fits": fit(runs) if len(runs) >= 2 else {}}
+              "runs": runs,
+              "fits": {v: fit(runs, "phases" if v == "dense" else f"phases_{v}") for v in args.user_rows}
+              if len(runs) >= 2 else {},
+              "peak_rss_mib": [r["peak_rss_mib"] for r in runs]}
     write_json(args.out, report)
-    for ph, r in report["fits"].items():
-        if ph != "peak_rss":
-            print(f"{ph:4s} time ~ users^{r['exponent']:.2f}  users x{r['user_ratios'][-1]:.0f} -> time "
+    for variant, fits in report["fits"].items():
+        for ph, r in fits.items():
+            print(f"{variant:6s} {ph:4s} time ~ users^{r['exponent']:.2f}  users x{r['user_ratios'][-1]:.0f} -> time "
                   f"x{r['time_ratios'][-1]:.1f}")
     print(f"wrote {args.out} ({time.perf_counter() - t_start:.0f} s; load {load_start} -> {load()})")
 

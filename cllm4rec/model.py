@@ -17,15 +17,30 @@ embeddings load with plain torch (see `CLLM4Rec.id_embeddings`).
 """
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .paths import inductor_cache
 from .tuning import LoraSettings, prepare_backbone
 from .vocab import Vocab
 
 SIDES = ("collaborative", "content")
+
+
+def compile_unavailable() -> str | None:
+    """Why torch.compile cannot build CPU kernels here (inductor compiles C++ for the CPU), or None."""
+    if torch.cuda.is_available():
+        return None
+    names = [os.environ.get("CXX"), "g++", "c++", "clang++"]
+    if any(n and shutil.which(n) for n in names):
+        return None
+    return "no C++ compiler found (g++, c++, clang++ or $CXX), which inductor needs for CPU kernels"
 
 
 class CLLM4Rec(nn.Module):
@@ -129,6 +144,13 @@ class CLLM4Rec(nn.Module):
         throughput.py, variant `compiled`). Equal to eager in fp32; under bf16 autocast it rounds
         differently."""
         if enable:
+            missing = compile_unavailable()
+            if missing:
+                print(f"compile=true: {missing}; the backbone runs eager", file=sys.stderr)
+                return self
+            # inductor's compiled graphs persist across runs (its default lives in /tmp): only the
+            # first run on a machine pays the full compilation
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache()))
             self.__dict__["compiled_body"] = torch.compile(self.backbone.base_model, dynamic=True)
         else:
             self.__dict__.pop("compiled_body", None)

@@ -291,7 +291,8 @@ class CLLM4RecModule(pl.LightningModule):
         # = Adam where weight_decay is 0; fused: one kernel over all tensors, the same update (on 2
         # CPU cores the per-tensor loop over the ID tables cost more than the tiny backbone's step);
         # sparse gradients (model.sparse_user_rows) move only their rows (optim.py)
-        fused = all(p.device.type in ("cpu", "cuda") for p in ids + body)
+        fused = all(p.device.type in ("cpu", "cuda") for p in ids + body) and not (
+            self._trainer is not None and str(self.trainer.precision).startswith("16"))   # fp16 loss scaling
         optimizer = AdamWSparseRows(groups, lr=self.lr, fused=fused or None)
         if self.lr_schedule == "constant" and self.warmup_ratio == 0:
             return optimizer
@@ -303,14 +304,20 @@ class CLLM4RecModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        sparse = any(p.grad is not None and p.grad.is_sparse for p in self.model.parameters())
-        if not (gradient_clip_val and sparse):
-            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        if gradient_clip_algorithm not in (None, "norm"):
+        # clipped here, not by Lightning's precision plugin, which refuses fused optimizers (for loss
+        # scaling, which bf16 does not use; the optimizer is not fused under fp16) and cannot take the
+        # sparse user rows' gradients
+        if not gradient_clip_val:
+            return
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm) or "norm") == "norm":
+            clip_grad_norm(params, gradient_clip_val)
+        elif any(p.grad is not None and p.grad.is_sparse for p in params):
             raise RunError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm} cannot clip the sparse user "
                            "rows' gradients (model.sparse_user_rows=true): use the norm algorithm, or "
                            "model.sparse_user_rows=false")
-        clip_grad_norm([p for g in optimizer.param_groups for p in g["params"]], gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
 
     def setup(self, stage: str) -> None:
         if self.model.user["collaborative"].sparse and self.trainer.world_size > 1 and \

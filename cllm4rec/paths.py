@@ -33,3 +33,8 @@ def model_cache() -> Path:
 def download_cache() -> Path:
     """Wheels fetched from PyPI for embedded assets: <cache_root>/downloads."""
     return cache_root() / "downloads"
+
+
+def inductor_cache() -> Path:
+    """torch.compile's (inductor's) compiled graphs: $TORCHINDUCTOR_CACHE_DIR, else <cache_root>/inductor."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache_root() / "inductor"))

@@ -270,3 +270,16 @@ def test_compiled_body_matches_eager(backbone):
             torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-6)
     m.compile_body(False)
     assert "compiled_body" not in m.__dict__
+
+
+def test_compile_without_a_cxx_compiler_runs_eager_with_one_line(backbone, monkeypatch, capsys):
+    from cllm4rec import model as model_module
+    monkeypatch.setattr(model_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(model_module.torch.cuda, "is_available", lambda: False)
+    m, tok = make(backbone)
+    ids, att, main = batch(m, tok)
+    m.compile_body()
+    assert "compiled_body" not in m.__dict__
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no C++ compiler" in err[0] and "eager" in err[0]
+    assert torch.isfinite(m.lm_loss(ids, att, main, "collaborative"))

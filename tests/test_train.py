@@ -114,6 +114,25 @@ def test_finetune_reports_the_best_epochs_validation_without_running_it_again(tm
     assert again["valid"] == kept["valid"] and again["test"] == kept["test"]
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_user_rows_train_through_lightning_with_clipping(tmp_path, shared_data, monkeypatch, sparse):
+    """model.sparse_user_rows=true: the user tables' gradients reach the optimizer sparse (its lazy
+    row update runs); sparse or dense, gradient clipping works with the fused optimizer (Lightning's
+    own clipping refuses it); both stages finish."""
+    from cllm4rec import modules, optim
+    calls = {"rows": 0, "clip": 0}
+    lazy, clip = optim.AdamWSparseRows._lazy_rows, modules.clip_grad_norm
+    monkeypatch.setattr(optim.AdamWSparseRows, "_lazy_rows",
+                        lambda self, *a: (calls.__setitem__("rows", calls["rows"] + 1), lazy(self, *a)))
+    monkeypatch.setattr(modules, "clip_grad_norm", lambda *a: (calls.__setitem__("clip", calls["clip"] + 1), clip(*a)))
+    over = [f"model.sparse_user_rows={str(sparse).lower()}", "trainer.gradient_clip_val=1.0", "+trainer.limit_train_batches=2",
+            "model.pretrain.epochs=2", "model.finetune.epochs=1"]
+    train(cfg_for("pretrain", tmp_path, *over, "model.pretrain.evaluate=false"))
+    res = train(cfg_for("finetune", tmp_path, *over))
+    assert (calls["rows"] > 0) == sparse and calls["clip"] > 0
+    assert 0 < res["test"]["recall@20"] <= 1
+
+
 def test_pretrain_without_evaluation_prints_no_empty_table_nor_known_noise(tmp_path, shared_data, capsys, caplog):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
