@@ -66,7 +66,7 @@ def sample_batches(kind: str, tok, n: int, seed: int = 0):
     sm = cfg.model[stage]
     data = CorpusData(builder, Schedule(stage=stage, finetune_content=False, **sched), batch_size=sm.batch_size,
                       max_tokens=sm.max_tokens, seed=seed, pad_id=tok.pad_token_id or 0)
-    batches = data.epoch_batches(0)
+    batches = list(data.epoch_batches(0))
     pick = np.random.default_rng(seed).choice(len(batches), n + 1, replace=False)
     return builder, [batches[i] for i in pick]
 
