@@ -149,6 +149,13 @@ class Peak:
         return out
 
 
+def compose(config_name: str, overrides=()):
+    """conf/<config_name>.yaml composed with these Hydra overrides, as the CLI composes it."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write JSON atomically: a temporary file in the same folder, then os.replace."""
     return write_atomic(path, json.dumps(obj, indent=2, default=_default) + "\n")

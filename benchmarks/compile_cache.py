@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
+from common import RESULTS, compose, load, machine, now, write_json  # noqa: E402
 
 
 def child(args) -> dict:
     import torch
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from cllm4rec.backbone import load_backbone, pad_id
@@ -37,8 +36,7 @@ def child(args) -> dict:
     from cllm4rec.prepare import prepared_dataset
     from cllm4rec.train import build_model
     from cllm4rec.vocab import Vocab
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("finetune", overrides=[f"data={args.data}", f"backbone={args.backbone}"])
+    cfg = compose("finetune", [f"data={args.data}", f"backbone={args.backbone}"])
     ds, _ = prepared_dataset(cfg.data)
     backbone, tok = load_backbone(args.backbone, seed=0)
     vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)

@@ -26,41 +26,43 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import load, machine, now, write_json  # noqa: E402
+from common import compose, load, machine, now, write_json  # noqa: E402
 
 KS = (20, 40, 100)
 
 
-def _dataset(name: str):
-    """The prepared data set of conf/data/<name> (its default split)."""
-    from hydra import compose, initialize_config_dir
-
-    from cllm4rec.prepare import prepared_dataset
-    with initialize_config_dir(config_dir=str(HERE.parent / "conf"), version_base="1.3"):
-        return prepared_dataset(compose("prepare", overrides=[f"data={name}"]).data)[0]
+def _config(data: str, backbone: str | None):
+    """The default fine-tuning config of conf/data/<data> (its default split) and this backbone."""
+    return compose("finetune", [f"data={data}", *([f"backbone={backbone}"] if backbone else [])])
 
 
 def child(kind: str, bound_mib: int, data: str, backbone_name: str, eval_batch_size: int) -> dict:
     import torch
 
     from cllm4rec import metrics as M
+    from cllm4rec.prepare import prepared_dataset
     torch.set_num_threads(os.cpu_count() or 1)
-    ds = _dataset(data)
+    cfg = _config(data, backbone_name if kind == "whole" else None)
+    ds = prepared_dataset(cfg.data)[0]
     seen, target = ds.matrix("train", "valid"), ds.matrix("test")
     bound = bound_mib << 20
     if kind == "scoring":
         gen = torch.Generator().manual_seed(0)
         score_fn = lambda u: torch.rand(len(u), ds.n_items, generator=gen)  # noqa: E731
     else:
+        from omegaconf import OmegaConf
+
         from cllm4rec.backbone import load_backbone
-        from cllm4rec.corpus import CorpusBuilder
-        from cllm4rec.model import CLLM4Rec
+        from cllm4rec.config import checked_model_config
+        from cllm4rec.corpus import CorpusBuilder, CorpusConfig
         from cllm4rec.modules import CLLM4RecModule, Schedule
+        from cllm4rec.train import build_model
         from cllm4rec.vocab import Vocab
         backbone, tok = load_backbone(backbone_name, seed=0)
         vocab = Vocab(backbone.get_input_embeddings().num_embeddings, ds.n_users, ds.n_items)
-        builder = CorpusBuilder(ds, tok, vocab)
-        model = CLLM4Rec(backbone, vocab, id_input_scale=CLLM4Rec.auto_id_input_scale(backbone, 0.002))
+        builder = CorpusBuilder(ds, tok, vocab, CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True)))
+        torch.manual_seed(0)
+        model = build_model(backbone, vocab, builder, checked_model_config(cfg.model))
         module = CLLM4RecModule(model, builder, Schedule(stage="finetune"), eval_batch_size=eval_batch_size).eval()
 
         def score_fn(u):
@@ -115,7 +117,7 @@ def main() -> None:
                       "random 80/10/10, seed 0)",
               "config": {"ks": list(KS), "metrics": ["recall", "ndcg"], "scoring_bounds_mib": a.bounds,
                          "whole": a.whole, "whole_bounds_mib": a.whole_bounds, "whole_precision": "bf16 autocast",
-                         "whole_weights": "untrained ID rows (init_std .002, the default input scale): the cost "
+                         "whole_weights": "untrained, the default model config (train.build_model): the cost "
                                           "does not depend on trained values",
                          "whole_eval_batch_size": a.eval_batch_size, "whole_part": "test",
                          "scoring_scores": "torch.rand (random scores; the ranking work does not depend on them)",

@@ -17,18 +17,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
-
-
-def compose_data(name: str):
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("prepare", overrides=[f"data={name}"]).data
+from common import RESULTS, compose, load, machine, now, write_json  # noqa: E402
 
 
 def bench(name: str, repeats: int) -> dict:
     from cllm4rec.prepare import prepared_dataset
-    cfg = compose_data(name)
+    cfg = compose("prepare", [f"data={name}"]).data
     cold, warm = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as cache:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
+from common import RESULTS, ROOT, compose, load, machine, now, write_json  # noqa: E402
 
 STAGES = ("pretrain", "finetune", "evaluate")
 
@@ -46,16 +46,10 @@ STAGES = ("pretrain", "finetune", "evaluate")
 from cllm4rec.runs import TRAINING_SECTIONS  # noqa: E402
 
 
-def compose_stage(overrides: list[str], stage: str = "finetune"):
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(stage, overrides=overrides)
-
-
 def run_folder(overrides: list[str], name: str) -> Path:
     """The run folder Hydra will use (runs/<data>/<backbone>/<name>), from the composed config."""
     from omegaconf import OmegaConf
-    cfg = compose_stage([*overrides, f"name={name}"], "pretrain")
+    cfg = compose("pretrain", [*overrides, f"name={name}"])
     return ROOT / "runs" / str(cfg.data.name) / str(OmegaConf.select(cfg, "backbone.name")) / name
 
 
@@ -74,7 +68,7 @@ def training_config(cfg) -> dict:
 
 def expected_config(overrides: list[str], seed: int) -> dict:
     """What `cllm4rec.finetune` would be trained with today for these overrides and seed."""
-    return training_config(compose_stage([*training_overrides(overrides), f"seed={seed}"]))
+    return training_config(compose("finetune", [*training_overrides(overrides), f"seed={seed}"]))
 
 
 def stage_config(folder: Path, stage: str) -> dict | None:
@@ -143,7 +137,7 @@ def earlier_runs(path: Path, overrides: list[str]) -> dict[int, dict]:
 def stages_for(overrides: list[str]) -> tuple[str, ...]:
     """The entry points a seed runs: fine-tuning from random rows (model.finetune.from_pretrained=
     false) does not read pretraining, so it is not run."""
-    return STAGES if compose_stage(overrides).model.finetune.from_pretrained else STAGES[1:]
+    return STAGES if compose("finetune", overrides).model.finetune.from_pretrained else STAGES[1:]
 
 
 def one_seed(args, seed: int, folder: Path) -> dict:

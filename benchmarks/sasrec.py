@@ -32,6 +32,8 @@ from cllm4rec.files import write_atomic
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import compose  # noqa: E402
 REFERENCE = {
     "note": "leave-one-out, full ranking, this exact data (S3-Rec Beauty); Recall@10 = HR@10 here",
     "SASRec (TIGER paper table)": {"hr@5": 0.0387, "ndcg@5": 0.0249, "hr@10": 0.0605, "ndcg@10": 0.0318},
@@ -62,12 +64,8 @@ def machine(threads: int) -> dict:
 
 
 def load_beauty_loo(data: Path):
-    from hydra import compose, initialize_config_dir
-
     from cllm4rec.prepare import prepared_dataset
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="prepare",
-                      overrides=["data=beauty", "data.split.protocol=loo", f"data.root={data}"]).data
+    cfg = compose("prepare", ["data=beauty", "data.split.protocol=loo", f"data.root={data}"]).data
     ds, manifest = prepared_dataset(cfg, strict=True)
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (22_363, 12_101, 198_502), ds
     return ds, manifest

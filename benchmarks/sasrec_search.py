@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -76,6 +77,7 @@ def main(argv=None) -> None:
                          f"pass --out <new file> or delete it to start over")
     ds, manifest = load_beauty_loo(args.data)
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # add_trial, in 2.10
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     dists = {k: d for k, (d, _) in SPACE.items()}
     trials = old.get("trials", [])

@@ -42,7 +42,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
+from common import RESULTS, compose, load, machine, now, write_json  # noqa: E402
 
 from cllm4rec.backbone import load_backbone, pad_id  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig, collate  # noqa: E402
@@ -106,18 +106,13 @@ def autocast(args):
 
 def composed(args):
     """The default fine-tuning config for this data and backbone (conf/)."""
-    from hydra import compose, initialize_config_dir
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("finetune", overrides=[f"data={args.data}", f"backbone={args.backbone}"])
+    return compose("finetune", [f"data={args.data}", f"backbone={args.backbone}"])
 
 
-def train_phases(module, builder, model_cfg, pad: int, args, compare_optimizers: bool) -> dict:
-    """Each training phase's epoch: plan, collation, a timed prefix of batches (module.training_step +
-    backward + the module's optimizer), extrapolated; the optimizer step alone, fused and looped."""
-    opt = module.configure_optimizers()
-    model = module.model
-    phases = {}
-    ctx = autocast(args)
+def plan_phases(builder, model_cfg, pad: int, args) -> dict:
+    """Per training phase: the epoch's plan and its collation, timed once per size (neither depends
+    on the user rows); the EpochBatches left holding the first --max-batches batches to train on."""
+    planned = {}
     for step, stage, epoch in (("L", "pretrain", 0), ("C", "pretrain", 1), ("rec", "finetune", 0)):
         sm = model_cfg[stage]
         data = CorpusData(builder, Schedule(stage=stage, content_warmup_epochs=0, finetune_content=False),
@@ -131,6 +126,21 @@ def train_phases(module, builder, model_cfg, pad: int, args, compare_optimizers:
                       for t in collate(docs, idx, pad_id=pad).values())
         collate_s = time.perf_counter() - t0
         epoch_batches.batches = plan[:args.max_batches]
+        planned[step] = (epoch_batches, {"batches": len(plan), "plan_s": round(plan_s, 3),
+                                         "collate_s": round(collate_s, 3), "upfront_mib": round(upfront / MIB, 1)})
+        print(f"  {step:4s} {len(plan):6d} batches  plan {plan_s:6.2f} s  collate {collate_s:6.2f} s "
+              f"({upfront / MIB:7.1f} MiB up front)", flush=True)
+    return planned
+
+
+def train_phases(module, planned: dict, args, compare_optimizers: bool) -> dict:
+    """Each training phase's timed prefix of batches (module.training_step + backward + the module's
+    optimizer), extrapolated to the epoch; the optimizer step alone, fused and looped."""
+    opt = module.configure_optimizers()
+    model = module.model
+    phases = {}
+    ctx = autocast(args)
+    for step, (epoch_batches, stats) in planned.items():
         module.train()
         real, rss_before = 0, rss_mib()
         t0 = time.perf_counter()
@@ -147,17 +157,15 @@ def train_phases(module, builder, model_cfg, pad: int, args, compare_optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
         train_s += time.perf_counter() - t0
-        scale = len(plan) / max(1, len(epoch_batches))
+        scale = stats["batches"] / max(1, len(epoch_batches))
         phases[step] = {
-            "batches": len(plan), "batches_timed": len(epoch_batches), "real_tokens_timed": real,
-            "plan_s": round(plan_s, 3), "collate_s": round(collate_s, 3), "upfront_mib": round(upfront / MIB, 1),
+            **stats, "batches_timed": len(epoch_batches), "real_tokens_timed": real,
             "train_s_timed": round(train_s, 3), "ms_per_batch": round(1e3 * train_s / max(1, len(epoch_batches)), 2),
-            "optimizer_ms": opt_ms, "epoch_s": round(plan_s + collate_s + train_s * scale, 2),
+            "optimizer_ms": opt_ms, "epoch_s": round(stats["plan_s"] + stats["collate_s"] + train_s * scale, 2),
             "tokens_per_s": round(real / train_s, 1), "rss_mib_training": round(rss_mib() - rss_before),
             "extrapolated": scale != 1.0}
-        print(f"  {step:4s} {len(plan):6d} batches  plan {plan_s:6.2f} s  collate {collate_s:6.2f} s "
-              f"({upfront / MIB:7.1f} MiB up front)  {1e3 * train_s / len(epoch_batches):7.1f} ms/batch  optimizer "
-              f"{opt_ms}  epoch ~{phases[step]['epoch_s']:.0f} s", flush=True)
+        print(f"  {step:4s} {1e3 * train_s / len(epoch_batches):7.1f} ms/batch  optimizer {opt_ms}  "
+              f"epoch ~{phases[step]['epoch_s']:.0f} s", flush=True)
     return phases
 
 
@@ -173,6 +181,7 @@ def run_size(ds: Dataset, args) -> dict:
     t0 = time.perf_counter()
     builder = CorpusBuilder(ds, tok, vocab, corpus_cfg)
     out["builder_s"] = round(time.perf_counter() - t0, 3)
+    planned = plan_phases(builder, model_cfg, pad, args)
     for variant in args.user_rows:          # dense (AdamW over every row) | sparse (model.sparse_user_rows)
         with open_dict(model_cfg):
             model_cfg.sparse_user_rows = variant == "sparse"
@@ -184,8 +193,8 @@ def run_size(ds: Dataset, args) -> dict:
         out["trainable_mib"] = round(sum(p.numel() * p.element_size() for p in model.parameters()
                                          if p.requires_grad) / MIB)
         print(f"  user rows {variant}", flush=True)
-        out["phases" if variant == "dense" else f"phases_{variant}"] = train_phases(module, builder, model_cfg, pad,
-                                                                                   args, variant == "dense")
+        out["phases" if variant == "dense" else f"phases_{variant}"] = train_phases(module, planned, args,
+                                                                                   variant == "dense")
     module.eval()
     ctx = autocast(args)
     sums, batches = module.ranking_sums("valid"), module.eval_batches("valid")

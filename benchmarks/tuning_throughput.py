@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, load, machine, now, write_json  # noqa: E402
+from common import RESULTS, compose, load, machine, now, write_json  # noqa: E402
 
 from cllm4rec.backbone import load_backbone  # noqa: E402
 from cllm4rec.corpus import CorpusBuilder, CorpusConfig  # noqa: E402
@@ -52,14 +51,9 @@ KINDS = {
 }
 
 
-def composed(overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("finetune", overrides=overrides)
-
-
 def sample_batches(kind: str, tok, n: int, seed: int = 0):
     overrides, stage, sched, _ = KINDS[kind]
-    cfg = composed(overrides)
+    cfg = compose("finetune", overrides)
     ds, _ = prepared_dataset(cfg.data)
     builder = CorpusBuilder(ds, tok, Vocab(len(tok), ds.n_users, ds.n_items),
                             CorpusConfig.from_mapping(OmegaConf.to_container(cfg.corpus, resolve=True)))

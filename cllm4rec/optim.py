@@ -55,17 +55,18 @@ class AdamWSparseRows(torch.optim.AdamW):
 
 def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` (L2, over all gradients together) that also takes sparse
-    gradients, whose norm torch's version cannot compute."""
+    gradients, whose norm torch's version cannot compute: a coalesced sparse gradient's norm is
+    its values' norm, and it is scaled out of place."""
     params = [p for p in parameters if p.grad is not None]
-    for p in params:
-        if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
-    if not params:
-        return torch.zeros(())
-    device = params[0].grad.device
-    total = torch.stack([(p.grad.values() if p.grad.is_sparse else p.grad).float().pow(2).sum().to(device)
-                         for p in params]).sum().sqrt()
-    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for p in params:
-        p.grad = p.grad * scale.to(p.grad.device) if p.grad.is_sparse else p.grad.mul_(scale.to(p.grad.device))
+    sparse = [p for p in params if p.grad.is_sparse]
+    if not sparse:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    for p in sparse:
+        p.grad = p.grad.coalesce()
+    dense = [p for p in params if not p.grad.is_sparse]
+    total = torch.nn.utils.get_total_norm([p.grad for p in dense] + [p.grad.values() for p in sparse])
+    torch.nn.utils.clip_grads_with_norm_(dense, max_norm, total)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)       # clip_grads_with_norm_'s coefficient
+    for p in sparse:
+        p.grad = p.grad * coef.to(p.grad.device)
     return total

@@ -130,3 +130,25 @@ def test_a_trained_stage_is_not_trained_again_when_only_the_evaluation_is_missin
     quality.one_seed(quality.argparse.Namespace(name="x", overrides=[*OVERRIDES, "model.finetune.lr=0.5"],
                                                 rerun=False), 3, run)
     assert calls == ["cllm4rec.finetune", "cllm4rec.evaluate"]   # another config trains again
+
+
+def test_sasrec_search_starts_from_the_defaults_and_continues_from_its_file(tmp_path, monkeypatch):
+    import sasrec_search
+    from test_sasrec import successor_dataset
+    ds = successor_dataset(n_users=60, n_items=20)
+    monkeypatch.setattr(sasrec_search, "load_beauty_loo", lambda data: (ds, {"key": "successor"}))
+    out = tmp_path / "search.json"
+    common = ["--trial-minutes", "0.0001", "--out", str(out)]         # one epoch per trial
+    sasrec_search.main(["--trials", "2", *common])
+    first = json.loads(out.read_text())
+    assert [t["number"] for t in first["trials"]] == [0, 1]
+    assert first["trials"][0]["params"] == sasrec_search.DEFAULTS
+    assert set(first["search_space"]) == set(first["trials"][1]["params"]) == set(sasrec_search.SPACE)
+    sasrec_search.main(["--trials", "3", *common])                     # replays two, runs one more
+    again = json.loads(out.read_text())
+    assert again["trials"][:2] == first["trials"] and len(again["trials"]) == 3
+    best = max(again["trials"], key=lambda t: t["valid_ndcg@10"])
+    assert again["chosen"] == best["params"] and again["best_trial"] == best["number"]
+    assert f"--dim {best['params']['dim']}" in again["command"] and "test" not in json.dumps(again["trials"])
+    with pytest.raises(SystemExit, match="other fixed settings"):
+        sasrec_search.main(["--trials", "4", "--patience", "9", *common])
