@@ -94,7 +94,7 @@ def main(argv=None) -> None:
             "objective": "best epoch's validation NDCG@10 (full ranking, training items masked); test never scored",
             "sampler": "optuna.samplers.TPESampler(seed=0); trial 0 = SASRec's defaults (enqueued)",
             "date": now(), "machine": machine(), "data": {"counts": ds.counts(), "cache_key": manifest.get("key")},
-            "fixed": fixed, "trial_minutes": args.trial_minutes,
+            "fixed": fixed, "trial_minutes": args.trial_minutes, "trials_requested": args.trials,
             "search_space": {k: describe(d) for k, d in dists.items()},
             "trials": trials, "best_trial": best and best["number"], "chosen": chosen,
             "chosen_value": best and best["valid_ndcg@10"],
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
         best = model.history[model.best_epoch]
         row = {"number": len(trials), "params": params, "valid_ndcg@10": best["valid_ndcg@10"],
                "valid_hr@10": best["valid_hr@10"], "best_epoch": model.best_epoch,
-               "epochs_run": len(model.history), "stopped": model.stopped,
+               "epochs_run": len(model.history), "stopped": model.stopped, "trial_minutes": args.trial_minutes,
                "minutes": round((time.perf_counter() - t0) / 60, 2),
                "valid_ndcg@10_per_epoch": [round(e["valid_ndcg@10"], 5) for e in model.history
                                            if "valid_ndcg@10" in e]}
