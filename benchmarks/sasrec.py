@@ -75,7 +75,7 @@ def model_config(args) -> dict:
     from cllm4rec.sasrec import SASRec
     cfg = {k: v for k, v in SASRec().config().items() if k not in ("eval_every", "max_seconds")}
     for key in ("max_epochs", "patience", "loss", "n_negatives", "bf16", "eval_every", "lr", "batch_size",
-                "dropout", "weight_decay", "dim", "n_layers", "n_heads", "positions"):
+                "dropout", "weight_decay", "dim", "ff_mult", "n_layers", "n_heads", "positions"):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
@@ -159,6 +159,7 @@ def main(argv=None) -> None:
     p.add_argument("--dropout", type=float)
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
     p.add_argument("--dim", type=int)
+    p.add_argument("--ff-mult", dest="ff_mult", type=int)
     p.add_argument("--n-layers", dest="n_layers", type=int)
     p.add_argument("--n-heads", dest="n_heads", type=int)
     p.add_argument("--positions", choices=("forward", "inverse"))

@@ -36,8 +36,10 @@ SPACE = {
     "lr": (optuna.distributions.LogUniformDistribution(3e-4, 3e-3), "--lr"),
     "weight_decay": (optuna.distributions.CategoricalDistribution([0.0, 1e-6, 1e-5, 1e-4]), "--weight-decay"),
     "batch_size": (optuna.distributions.CategoricalDistribution([128, 256]), "--batch-size"),
+    "ff_mult": (optuna.distributions.CategoricalDistribution([1, 4]), "--ff-mult"),   # RecBole: inner 4 x 64
 }
-DEFAULTS = {"n_layers": 1, "n_heads": 1, "dim": 64, "dropout": 0.2, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128}
+DEFAULTS = {"n_layers": 1, "n_heads": 1, "dim": 64, "dropout": 0.2, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128,
+            "ff_mult": 1}
 
 
 def suggest(trial: optuna.Trial, name: str, dist):
@@ -82,6 +84,9 @@ def main(argv=None) -> None:
     dists = {k: d for k, (d, _) in SPACE.items()}
     trials = old.get("trials", [])
     for t in trials:                                   # replay: TPE conditions on every finished trial
+        if set(t["params"]) != set(dists):
+            raise SystemExit(f"{out}: trial {t['number']} has parameters {sorted(t['params'])}, the search space "
+                             f"{sorted(dists)}: record what the trial ran with, or start a new file (--out)")
         study.add_trial(optuna.trial.create_trial(params=t["params"], distributions=dists, value=t["valid_ndcg@10"]))
     if not trials:
         study.enqueue_trial(DEFAULTS)
@@ -96,6 +101,7 @@ def main(argv=None) -> None:
             "date": now(), "machine": machine(), "data": {"counts": ds.counts(), "cache_key": manifest.get("key")},
             "fixed": fixed, "trial_minutes": args.trial_minutes, "trials_requested": args.trials,
             "search_space": {k: describe(d) for k, d in dists.items()},
+            **{k: old[k] for k in ("search_space_changes",) if k in old},
             "trials": trials, "best_trial": best and best["number"], "chosen": chosen,
             "chosen_value": best and best["valid_ndcg@10"],
             "command": chosen and " ".join(
