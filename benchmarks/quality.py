@@ -166,7 +166,7 @@ def one_seed(args, seed: int, folder: Path) -> dict:
             "config": folder_config(folder), "commit": commit(),
             "run": os.path.relpath(folder, ROOT), "fit_minutes": {k: round(v / 60, 2) for k, v in fit.items() if v},
             "finetune_val": [{k: e.get(k) for k in ("epoch", "loss_rec", "loss_rec_pop", "loss_seq", "val_recall@20",
-                                                    "val_recall@40", "val_ndcg@100") if k in e} for e in hist],
+                                                    "val_recall@40", "val_ndcg@100", "seconds") if k in e} for e in hist],
             "retrieval": ev["retrieval"], "ranking_sampled": ev["ranking_sampled"], "rating": ev.get("rating", {}),
             **({"cold_items": ev["cold_items"]} if "cold_items" in ev else {}),
             "split": ev["split"], "data": ev["data"], "backbone": ev["backbone"]}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -129,7 +130,10 @@ class PlainProgress(pl.Callback):
 class EpochHistory(pl.Callback):
     """The rows of <stage>/history.json and the run's plot, one per training epoch: the epoch means
     that training_step logs (train/loss_<step>, train/mr_<step>, train/loss_rec_pop) and the
-    validation metrics, as Lightning reduced them for the loggers. Its rows travel in the
+    validation metrics, as Lightning reduced them for the loggers, and `seconds`: the run's wall
+    time from the start of fit to the end of the epoch, its validation included (a resumed run
+    continues from the last finished epoch's; the lost part of an interrupted epoch is not
+    counted), so a curve reads as time to a validation score. Its rows travel in the
     checkpoints, so a resumed run keeps the whole curve (mid-epoch, the resumed epoch's means
     cover the batches after the resume). Lightning's loggers cannot hold this: logger=none and
     fast_dev_run have none, W&B's files are not for reading back, and a CSVLogger deletes its
@@ -138,6 +142,10 @@ class EpochHistory(pl.Callback):
     def __init__(self):
         self.rows: list[dict] = []
         self._val: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    def on_train_start(self, trainer, module) -> None:
+        self._t0 = time.perf_counter() - (self.rows[-1].get("seconds", 0.0) if self.rows else 0.0)
 
     def on_validation_end(self, trainer, module) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:   # not the final trainer.validate
@@ -149,7 +157,8 @@ class EpochHistory(pl.Callback):
         names = [f"{kind}_{s}" for s in steps for kind in ("loss", "mr")] + ["loss_rec_pop"] * ("rec" in steps)
         logged = trainer.callback_metrics
         row = {"epoch": epoch, **{n: float(logged[k]) for n in names
-                                  for k in (f"train/{n}_epoch", f"train/{n}") if k in logged}, **self._val}
+                                  for k in (f"train/{n}_epoch", f"train/{n}") if k in logged}, **self._val,
+               "seconds": round(time.perf_counter() - self._t0, 2)}
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
         self._val = {}
 

@@ -75,21 +75,26 @@ def test_pretraining_runs_only_where_fine_tuning_reads_it():
     assert quality.stages_for(["experiment=sequential_tuned"]) == ("finetune", "evaluate")
 
 
-def test_search_collects_a_real_optuna_sweep(tmp_path, shared_data):
-    """The shipped Optuna search, run as a user runs it (2 fast_dev_run trials on ML-100K), then
+@pytest.mark.parametrize("search_name, extra, run_name", [
+    ("beauty_loo_optuna", ["data=ml100k"], "search_beauty_loo"),
+    # its trials fine-tune one pretraining run (pretrained=...); here from random rows instead
+    ("ml100k_tiny_lora_optuna", ["model.finetune.from_pretrained=false"], "search_ml100k_tiny_lora"),
+])
+def test_search_collects_a_real_optuna_sweep(tmp_path, shared_data, search_name, extra, run_name):
+    """The shipped Optuna searches, run as a user runs them (2 fast_dev_run trials on ML-100K), then
     benchmarks/search.py: every trial, the space and the choice, validation only."""
     import subprocess
     import yaml
     import search
     sweep = tmp_path / "sweep"
-    subprocess.run([sys.executable, "-m", "cllm4rec.finetune", "--multirun", "hparams_search=beauty_loo_optuna",
-                    "data=ml100k", "trainer=cpu", "trainer.fast_dev_run=2", "trainer.enable_progress_bar=false",
+    subprocess.run([sys.executable, "-m", "cllm4rec.finetune", "--multirun", f"hparams_search={search_name}",
+                    *extra, "trainer=cpu", "trainer.fast_dev_run=2", "trainer.enable_progress_bar=false",
                     "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
                    cwd=quality.ROOT, check=True, capture_output=True)
     res = search.collect(sweep)
-    space = yaml.safe_load((quality.ROOT / "conf/hparams_search/beauty_loo_optuna.yaml").read_text())
+    space = yaml.safe_load((quality.ROOT / f"conf/hparams_search/{search_name}.yaml").read_text())
     params = space["hydra"]["sweeper"]["params"]
-    assert set(res["search_space"]) == set(params) and res["name"] == "search_beauty_loo"
+    assert set(res["search_space"]) == set(params) and res["name"] == run_name
     assert [t["number"] for t in res["trials"]] == [0, 1] and all(t["state"] == "complete" for t in res["trials"])
 
     def inside(value: str, spec: str) -> bool:    # Hydra's sweep grammar: choice(a, b) / interval(lo, hi)
