@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cllm4rec.train import train
@@ -157,3 +158,20 @@ def test_sasrec_search_starts_from_the_defaults_and_continues_from_its_file(tmp_
     assert f"--dim {best['params']['dim']}" in again["command"] and "test" not in json.dumps(again["trials"])
     with pytest.raises(SystemExit, match="other fixed settings"):
         sasrec_search.main(["--trials", "4", "--patience", "9", *common])
+
+
+def test_padding_packs_first_fit_decreasing_and_counts_padding_exactly():
+    """benchmarks/padding.py against hand counts: FFD puts [4, 3, 2, 1] in rows of 4 as 4 | 3+1 | 2
+    (3 rows, 10 of 12 slots); a cut pads each batch to its longest document."""
+    import padding
+    lengths = np.array([4, 3, 2, 1])
+    packed = padding.pack(lengths)
+    assert (packed["rows"], packed["row_length"], packed["padded_tokens"]) == (3, 4, 12)
+    assert packed["efficiency"] == pytest.approx(10 / 12, abs=1e-4) and packed["attention_scores"] == 3 * 16
+    batches = padding.cut(lengths, [np.array([0, 3]), np.array([1, 2])])
+    assert (batches["padded_tokens"], batches["attention_scores"]) == (2 * 4 + 2 * 3, 2 * 16 + 2 * 9)
+    rng = np.random.default_rng(0)
+    for _ in range(20):      # never fewer rows than the tokens need, never more than one per document
+        n = rng.integers(1, 60, size=int(rng.integers(1, 200)))
+        rows = padding.pack(n)["rows"]
+        assert -(-n.sum() // n.max()) <= rows <= len(n)
