@@ -101,8 +101,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "padding.json"))
     args = ap.parse_args()
     cases = {name: run_case(name, ov, steps, args.backbone) for name, (ov, steps) in CASES.items()}
+    rows = [{"case": name, "step": step, "documents": st["documents"], "mean_length": st["mean_length"],
+             "max_length": st["max_length"],
+             **{kind: st[kind]["efficiency"] for kind in ("bucketed", "unbucketed", "packed")},
+             "packed_attention_vs_bucketed": st["packed"]["attention_vs_bucketed"]}
+            for name, case in cases.items() for step, st in case["steps"].items()]
     write_json(args.out, {"benchmark": "padding", "date": now(), "machine": machine(), "backbone": args.backbone,
-                          "command": "benchmarks/padding.py " + " ".join(sys.argv[1:]), "cases": cases})
+                          "command": " ".join(["python", "benchmarks/padding.py", *sys.argv[1:]]),
+                          "rows": rows, "cases": cases})
     print(f"wrote {args.out}")
 
 
