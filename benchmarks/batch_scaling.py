@@ -12,7 +12,7 @@ runs/<data>/<backbone>/batch_scaling_<hash of the overrides>_*:
 The target is the reference's best validation Recall@20; for each run, the wall seconds until its
 validation first reaches the target (history.json's `seconds`: fit time, validation included),
 and the ratio to the reference's. Only validation is read. Runs run one after another, alone on the
-machine. Writes benchmarks/results/batch_scaling_<data>_<backbone>.json.
+machine. Writes benchmarks/results/batch_scaling_<data>_<backbone>_<rule>.json.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def main() -> None:
     ref_s = rows["reference"]["seconds_to_target"]
     for r in rows.values():
         r["time_to_target_ratio"] = r["seconds_to_target"] and round(r["seconds_to_target"] / ref_s, 3)
-    out = write_json(RESULTS / f"batch_scaling_{a.data}_{a.backbone}.json", {
+    out = write_json(RESULTS / f"batch_scaling_{a.data}_{a.backbone}_{a.rule}.json", {
         "benchmark": "fine-tuning batch size with a scaled learning rate: time to the default's validation Recall@20",
         "date": now(), "machine": machine(), "commit": commit(), "load_avg_start": load_start, "load_avg_end": load(),
         "wall_s": round(time.perf_counter() - t0, 1), "overrides": base, "rule": a.rule, "warmup_ratio": a.warmup,
