@@ -175,3 +175,15 @@ def test_padding_packs_first_fit_decreasing_and_counts_padding_exactly():
         n = rng.integers(1, 60, size=int(rng.integers(1, 200)))
         rows = padding.pack(n)["rows"]
         assert -(-n.sum() // n.max()) <= rows <= len(n)
+
+
+def test_batch_scaling_reads_the_time_to_the_target_from_history(tmp_path):
+    """batch_scaling.curve: the first epoch whose validation reaches the target, its wall seconds;
+    none when it never does."""
+    import batch_scaling
+    (tmp_path / "finetune").mkdir()
+    hist = [{"epoch": e, "val_recall@20": v, "seconds": s} for e, v, s in [(0, .20, 10.), (1, .26, 21.), (2, .25, 33.)]]
+    (tmp_path / "finetune" / "history.json").write_text(json.dumps(hist))
+    c = batch_scaling.curve(tmp_path, .255)
+    assert (c["best_epoch"], c["epoch_at_target"], c["seconds_to_target"], c["epochs_run"]) == (1, 1, 21., 3)
+    assert c["seconds_per_epoch"] == pytest.approx(11.) and batch_scaling.curve(tmp_path, .3)["seconds_to_target"] is None
