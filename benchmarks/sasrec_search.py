@@ -118,7 +118,8 @@ def main(argv=None) -> None:
         best = model.history[model.best_epoch]
         row = {"number": len(trials), "params": params, "valid_ndcg@10": best["valid_ndcg@10"],
                "valid_hr@10": best["valid_hr@10"], "best_epoch": model.best_epoch,
-               "epochs_run": len(model.history), "stopped": model.stopped, "trial_minutes": args.trial_minutes, "threads": args.threads,
+               "epochs_run": len(model.history), "stopped": model.stopped, "trial_minutes": args.trial_minutes,
+               "threads": args.threads,
                "minutes": round((time.perf_counter() - t0) / 60, 2),
                "valid_ndcg@10_per_epoch": [round(e["valid_ndcg@10"], 5) for e in model.history
                                            if "valid_ndcg@10" in e]}
