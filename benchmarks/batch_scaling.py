@@ -36,9 +36,11 @@ def run(stage: str, overrides: list[str]) -> None:
 
 
 def curve(folder: Path, target: float | None) -> dict:
+    """The run's validation curve and when it first reaches `target` (None: its own best)."""
     hist = json.loads((folder / "finetune" / "history.json").read_text())
     best = max(hist, key=lambda e: e["val_recall@20"])
-    hit = next((e for e in hist if target is not None and e["val_recall@20"] >= target), None)
+    target = best["val_recall@20"] if target is None else target
+    hit = next((e for e in hist if e["val_recall@20"] >= target), None)
     return {"best_val_recall@20": best["val_recall@20"], "best_epoch": best["epoch"], "epochs_run": len(hist),
             "fit_seconds": hist[-1]["seconds"], "seconds_per_epoch": hist[-1]["seconds"] / len(hist),
             "seconds_to_target": hit and hit["seconds"], "epoch_at_target": hit and hit["epoch"],
@@ -72,11 +74,8 @@ def main() -> None:
     for name, extra in variants.items():
         folder = runs_root / f"batch_scaling_{tag}_{name}"
         run("finetune", [*base, *extra, f"name={folder.name}", f"pretrained={pre}"])
-        rows[name] = {"overrides": extra, **curve(folder, target)}
-        if name == "reference":
-            target = rows[name]["best_val_recall@20"]
-            rows[name] = {"overrides": extra, **curve(folder, target)}
-        r = rows[name]
+        r = rows[name] = {"overrides": extra, **curve(folder, target)}   # the reference runs first
+        target = r["best_val_recall@20"] if target is None else target
         print(f"{name}: best val R@20 {r['best_val_recall@20']:.4f} (epoch {r['best_epoch']}), "
               f"{r['seconds_per_epoch']:.0f} s/epoch, target at {r['seconds_to_target']} s", flush=True)
     ref_s = rows["reference"]["seconds_to_target"]

@@ -179,7 +179,7 @@ def test_padding_packs_first_fit_decreasing_and_counts_padding_exactly():
 
 def test_batch_scaling_reads_the_time_to_the_target_from_history(tmp_path):
     """batch_scaling.curve: the first epoch whose validation reaches the target, its wall seconds;
-    none when it never does."""
+    none when it never does; without a target, its own best."""
     import batch_scaling
     (tmp_path / "finetune").mkdir()
     hist = [{"epoch": e, "val_recall@20": v, "seconds": s} for e, v, s in [(0, .20, 10.), (1, .26, 21.), (2, .25, 33.)]]
@@ -187,3 +187,4 @@ def test_batch_scaling_reads_the_time_to_the_target_from_history(tmp_path):
     c = batch_scaling.curve(tmp_path, .255)
     assert (c["best_epoch"], c["epoch_at_target"], c["seconds_to_target"], c["epochs_run"]) == (1, 1, 21., 3)
     assert c["seconds_per_epoch"] == pytest.approx(11.) and batch_scaling.curve(tmp_path, .3)["seconds_to_target"] is None
+    assert batch_scaling.curve(tmp_path, None)["seconds_to_target"] == 21.
