@@ -31,8 +31,9 @@ class StageConfig:
     """What both stages share: the optimiser (AdamW) and its learning-rate schedule."""
     lr: float = help_field(1e-4, "Learning rate of the ID tables; an Adam step moves the item head's logits by "
                              "about lr x sum|h|, which a large hidden state h (SmolLM2) makes big")
-    backbone_lr: Optional[float] = help_field(None, "Learning rate of the backbone's adapter or weights "
-                                            "(model.backbone_tuning=lora|full); null: lr")
+    backbone_lr: Optional[float] = help_field(5e-4, "Learning rate of the backbone's adapter or weights "
+                                            "(model.backbone_tuning=lora|full); null: lr. The adapters learn "
+                                            "at a higher rate than the ID rows (benchmarks/README.md)")
     weight_decay: float = help_field(0.01, "AdamW weight decay of the adapter or backbone weights (never the ID tables)")
     lr_schedule: str = help_field("constant", "constant, linear or cosine decay to 0 over the stage's epochs "
                                       "(transformers.get_scheduler), after the warm-up")
@@ -51,11 +52,15 @@ class PretrainConfig(StageConfig):
 
 @dataclass
 class FinetuneConfig(StageConfig):
-    epochs: int = help_field(10, "Maximum fine-tuning epochs")
+    epochs: int = help_field(5, "Maximum fine-tuning epochs")
+    validate_every_epoch: bool = help_field(False, "Validate after every epoch, keep the best epoch's weights and "
+                                           "stop early (patience); false: validate once, after the last epoch, "
+                                           "whose weights are kept (a short schedule whose curve still rises)")
     batch_size: int = help_field(4, "Prompts (users) per batch at most. On a CPU the time per epoch hardly depends "
                                 "on it, so small batches buy steps at a fixed lr; a GPU wants wide batches")
     content_alongside: bool = help_field(False, "C-step batches with MR toward the fine-tuned embeddings")
-    patience: int = help_field(3, "Early stopping on val recall@20 + recall@40 + ndcg@100")
+    patience: int = help_field(3, "Early stopping on val recall@20 + recall@40 + ndcg@100 "
+                               "(validate_every_epoch=true)")
     from_pretrained: bool = help_field(True, "Start from the pretraining embeddings (false: from scratch)")
     lambda_mr: Optional[float] = help_field(None, "Mutual regularization weight in fine-tuning; null: model.lambda_mr. "
                                           "0 when fine-tuning from scratch: the content rows are then untrained "
@@ -69,8 +74,8 @@ class FinetuneConfig(StageConfig):
 @dataclass
 class ModelConfig:
     """The `model` config group (ConfigStore `model/cllm4rec`); checked field by field."""
-    backbone_tuning: str = help_field("frozen", "frozen: only the ID tables train (the paper); lora: peft adapters "
-                                        "(model.lora); full: every backbone weight too")
+    backbone_tuning: str = help_field("lora", "frozen: only the ID tables train (the paper); lora: peft adapters "
+                                        "(model.lora) at backbone_lr; full: every backbone weight too")
     lora: LoraSettings = field(default_factory=LoraSettings)
     backbone_dropout: Optional[float] = help_field(None, "Dropout of a tuned backbone (lora/full); null: its own rates")
     init_std: float = help_field(0.002, "Std of the new user/item rows. Small because the item head's logits are "
@@ -84,7 +89,7 @@ class ModelConfig:
                                                "so new tokens enter at the words' scale; 1: the paper")
     item_bias: bool = help_field(True, "Item head bias initialised to log training item frequency (false: the paper's "
                                "bias-free head)")
-    sparse_user_rows: bool = help_field(False, "User tables with sparse gradients and a lazy Adam update of the "
+    sparse_user_rows: bool = help_field(True, "User tables with sparse gradients and a lazy Adam update of the "
                                         "batch's rows only (optim.py): a step's cost stops growing with the users; "
                                         "false: dense AdamW over every row")
     lambda_mr: float = help_field(1.0, "Mutual regularization weight")

@@ -329,12 +329,12 @@ class CLLM4RecModule(pl.LightningModule):
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
 
     def setup(self, stage: str) -> None:
-        if self.model.user["collaborative"].sparse and self.trainer.world_size > 1 and \
-                self.trainer.strategy.root_device.type != "cpu":
-            # sparse gradients are reduced by gloo (CPU); elsewhere the tables stay dense
+        if self.model.user["collaborative"].sparse and self.trainer.world_size > 1:
+            # DDP cannot reduce a sparse gradient that a step left undefined (the alternating
+            # schedule leaves one side's table unused in every step), and only gloo reduces sparse ones
             for table in self.model.user.values():
                 table.sparse = False
-            print("model.sparse_user_rows: dense user rows under multi-device training off the CPU", file=sys.stderr)
+            print("model.sparse_user_rows: dense user rows under multi-process training", file=sys.stderr)
 
     # ------------------------------------------------------------------ evaluation
     def rating_levels(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -356,8 +356,14 @@ class CLLM4RecModule(pl.LightningModule):
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def rating_metrics(self, part: str) -> dict[str, float]:
+        """RMSE / MAE of the part's rating prompts, in eval mode (a tuned backbone's dropout off)."""
         docs, truth = self.builder.rating_prompts(part)
-        return metrics.rating_errors(self.predict_ratings(docs), truth)
+        training = self.training
+        self.eval()
+        try:
+            return metrics.rating_errors(self.predict_ratings(docs), truth)
+        finally:
+            self.train(training)
 
     def eval_docs(self, part: str) -> Documents:
         if part not in self._eval_docs:

@@ -184,6 +184,8 @@ def train(cfg: DictConfig) -> dict:
         trainer_cfg["check_val_every_n_epoch"] = sm.epochs + 1
     elif stage == "pretrain":
         trainer_cfg["limit_val_batches"] = 0
+    elif not sm.validate_every_epoch:   # once, after the last epoch (Lightning's cadence alone would skip it)
+        trainer_cfg.setdefault("check_val_every_n_epoch", trainer_cfg["max_epochs"])
     trainer = instantiate(trainer_cfg, callbacks=list(callbacks.values()), logger=make_logger(cfg),
                           default_root_dir=str(run.stage_dir(stage)), reload_dataloaders_every_n_epochs=1,
                           use_distributed_sampler=False)

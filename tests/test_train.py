@@ -63,18 +63,25 @@ def test_fast_dev_run_both_stages(tmp_path, shared_data):
 
 
 @pytest.mark.slow
-def test_compiled_backbone_trains_the_same_embeddings(tmp_path, shared_data):
-    """`compile=true`: the same trained tables and metrics as eager (fp32), checkpoints unchanged."""
+@pytest.mark.parametrize("tuning", ["frozen", "lora"])
+def test_compiled_backbone_trains_the_same_embeddings(tmp_path, shared_data, tuning):
+    """`compile=true`: the same trained tables and metrics as eager (fp32), checkpoints unchanged.
+    Through trained adapters the gradients round differently, and Adam's first step moves an element
+    by lr x sign(g): where g is about 0 the two runs may step apart, by at most 2 lr."""
     from safetensors.torch import load_file
     runs = {}
     for flag in ("false", "true"):
         res = train(cfg_for("pretrain", tmp_path / flag, "trainer.fast_dev_run=true", "trainer.precision=32",
-                            f"compile={flag}"))
+                            f"compile={flag}", f"model.backbone_tuning={tuning}", "model.pretrain.lr=1e-4"))
         runs[flag] = (res, load_file(tmp_path / flag / "run" / "pretrain" / "embeddings.safetensors"))
     (eager, t_eager), (compiled, t_compiled) = runs["false"], runs["true"]
     assert t_eager.keys() == t_compiled.keys()
     for k in t_eager:
-        torch.testing.assert_close(t_compiled[k], t_eager[k], rtol=1e-4, atol=1e-6)
+        if tuning == "frozen":
+            torch.testing.assert_close(t_compiled[k], t_eager[k], rtol=1e-4, atol=1e-6)
+        else:
+            apart = (t_compiled[k] - t_eager[k]).abs()
+            assert apart.max() <= 2e-4 + 1e-6 and (apart > 1e-6).float().mean() < 0.05, k
     assert compiled["test"]["recall@20"] == pytest.approx(eager["test"]["recall@20"], abs=1e-3)
     ckpt = torch.load(tmp_path / "true" / "run" / "pretrain" / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any("compiled" in k or "_orig_mod" in k for k in ckpt["state_dict"])
@@ -96,7 +103,7 @@ def test_finetune_reports_the_best_epochs_validation_without_running_it_again(tm
     import lightning.pytorch as pl
     from cllm4rec.modules import CLLM4RecModule
     over = ["model.finetune.from_pretrained=false", "model.finetune.epochs=3", "+trainer.limit_train_batches=3",
-            "trainer.precision=32", "model.finetune.lr=3e-3"]
+            "trainer.precision=32", "model.finetune.lr=3e-3", "model.finetune.validate_every_epoch=true"]
     calls = []
     validate = pl.Trainer.validate
     monkeypatch.setattr(pl.Trainer, "validate", lambda self, *a, **k: calls.append(1) or validate(self, *a, **k))
@@ -112,6 +119,19 @@ def test_finetune_reports_the_best_epochs_validation_without_running_it_again(tm
     again = train(cfg_for("finetune", tmp_path / "again", *over))
     assert calls == [1]
     assert again["valid"] == kept["valid"] and again["test"] == kept["test"]
+
+
+def test_finetune_validates_once_after_the_last_epoch_by_default(tmp_path, shared_data):
+    """validate_every_epoch=false: only the last epoch is validated, and its weights are the ones tested."""
+    over = ["model.finetune.from_pretrained=false", "model.finetune.epochs=3", "+trainer.limit_train_batches=2",
+            "trainer.precision=32"]
+    res = train(cfg_for("finetune", tmp_path, *over))
+    history = json.loads((tmp_path / "run" / "finetune" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert ["val_recall@20" in r for r in history] == [False, False, True]
+    assert res["valid"]["recall@20"] == pytest.approx(history[-1]["val_recall@20"], rel=1e-6)
+    best = torch.load(res["best_checkpoint"], weights_only=True)
+    assert best["epoch"] == 2
 
 
 @pytest.mark.parametrize("sparse", [True, False])

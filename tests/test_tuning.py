@@ -184,3 +184,22 @@ def test_sequential_tuned_experiment_runs(tmp_path, shared_data):
     assert set(k for k in row if k.startswith("loss_")) == {"loss_seq"}
     assert not (tmp_path / "run" / "finetune" / "backbone.safetensors").exists()
     assert not (tmp_path / "run" / "pretrain").exists() and 0 <= res["test"]["recall@20"] <= 1
+
+
+@pytest.mark.parametrize("experiment, tuning, sparse, validate_every_epoch, backbone_lr", [
+    (None, "lora", True, False, 5e-4),                        # the default job
+    ("paper", "frozen", False, True, 5e-4),                   # as published: only the ID rows, dense Adam
+    ("sequential", "frozen", False, True, None),              # the recipes measured on Beauty
+    ("sequential_searched", "frozen", False, True, None),
+])
+def test_each_experiment_keeps_the_recipe_it_was_measured_with(experiment, tuning, sparse, validate_every_epoch,
+                                                               backbone_lr):
+    from hydra import compose, initialize_config_dir
+    from test_train import CONF
+    from cllm4rec.config import checked_model_config
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("finetune", overrides=[f"experiment={experiment}"] if experiment else [])
+    m = checked_model_config(cfg.model)
+    assert (m.backbone_tuning, m.sparse_user_rows, m.finetune.validate_every_epoch) == \
+        (tuning, sparse, validate_every_epoch)
+    assert m.finetune.backbone_lr == backbone_lr and m.pretrain.backbone_lr == backbone_lr
