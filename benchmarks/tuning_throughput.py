@@ -66,8 +66,14 @@ def sample_batches(kind: str, tok, n: int, seed: int = 0):
 
 
 class Stepper:
-    def __init__(self, backbone_name: str, mode: str, builder, exclude_seen: bool):
+    """One optimisation step of one tuning. bf16_weights: the backbone cast to bf16 once and no
+    autocast (profile_steps.py's bf16w), the ID tables and Adam in fp32 either way."""
+
+    def __init__(self, backbone_name: str, mode: str, builder, exclude_seen: bool, bf16_weights: bool = False):
         backbone, _ = load_backbone(backbone_name, seed=0)
+        if bf16_weights:
+            backbone = backbone.to(torch.bfloat16)
+        self.autocast = not bf16_weights
         vocab = builder.vocab
         torch.manual_seed(0)
         self.model = CLLM4Rec(backbone, vocab, init_std=0.002,
@@ -79,7 +85,7 @@ class Stepper:
 
     def step(self, batch) -> float:
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
             loss = self.module.training_step(batch, 0)
         loss.backward()
         self.opt.step()

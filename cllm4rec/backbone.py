@@ -94,9 +94,11 @@ def _sdpa_fp32_under_cpu_autocast(module, query, key, value, attention_mask, **k
     attention took ~35% of a SmolLM2 L-step; in fp32 the step was 12-20% faster on real batches
     of an AVX-512 EPYC, and 38-64% faster on an AMX Xeon, where the bf16 matmuls are fast but the
     bf16 SDPA backward is not (benchmarks/results/throughput_attention.json); the scores are also
-    more exact. Anywhere else (no autocast, GPU) it is plain SDPA."""
+    more exact. The same for bf16 inputs on a CPU without autocast (a backbone cast to bf16), whose
+    bf16 SDPA backward is what made such a step slower than autocast (profile_steps.json).
+    Anywhere else (fp32 without autocast, GPU) it is plain SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    if query.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+    if query.device.type != "cpu" or not (torch.is_autocast_enabled("cpu") or query.dtype == torch.bfloat16):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     with torch.autocast("cpu", enabled=False):
         out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,

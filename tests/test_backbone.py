@@ -469,3 +469,5 @@ def test_attention_runs_in_fp32_under_cpu_autocast(name):
         out, _ = _sdpa_fp32_under_cpu_autocast(layer, q, k, v, None)
     ref, _ = sdpa_attention_forward(layer, q.float(), k.float(), v.float(), None)
     assert out.dtype == torch.bfloat16 and torch.equal(out, ref.to(torch.bfloat16))
+    out, _ = _sdpa_fp32_under_cpu_autocast(layer, q, k, v, None)   # bf16 weights, no autocast: fp32 too
+    assert out.dtype == torch.bfloat16 and torch.equal(out, ref.to(torch.bfloat16))

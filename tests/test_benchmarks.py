@@ -188,3 +188,29 @@ def test_batch_scaling_reads_the_time_to_the_target_from_history(tmp_path):
     assert (c["best_epoch"], c["epoch_at_target"], c["seconds_to_target"], c["epochs_run"]) == (1, 1, 21., 3)
     assert c["seconds_per_epoch"] == pytest.approx(11.) and batch_scaling.curve(tmp_path, .3)["seconds_to_target"] is None
     assert batch_scaling.curve(tmp_path, None)["seconds_to_target"] == 21.
+
+
+def test_profile_steps_splits_the_wall_time_by_operator_category():
+    """profile_steps.categories: operator self times by category plus the unexplained rest, as shares of the wall."""
+    import profile_steps
+    ops = {("aten::mm", ""): (2.0, 3), ("aten::addmm", ""): (0.5, 1), ("aten::_to_copy", ""): (1.0, 9)}
+    share = profile_steps.categories(ops, wall=5.0)
+    assert share == {"matmul": 0.5, "python / autograd / profiler (wall - op self time)": 0.3,
+                     "dtype casts / copies": 0.2}
+
+
+def test_bf16_weights_stepper_keeps_the_id_tables_and_adam_in_fp32(shared_data):
+    """tuning_throughput.Stepper(bf16_weights=True), profile_steps' bf16w: the frozen backbone held in
+    bf16 and run without autocast; the ID tables stay fp32 and one step moves them."""
+    import torch
+    import tuning_throughput as tt
+    from cllm4rec.backbone import load_backbone
+    _, tok = load_backbone("tiny_gpt2", seed=0)
+    builder, batches = tt.sample_batches("L", tok, 1)
+    s = tt.Stepper("tiny_gpt2", "frozen", builder, False, bf16_weights=True)
+    assert not s.autocast
+    assert {p.dtype for p in s.model.backbone.parameters()} == {torch.bfloat16}
+    before = {k: t.weight.detach().clone() for k, t in s.model.item.items()}
+    assert all(t.dtype == torch.float32 for t in before.values())
+    s.step(batches[0])
+    assert not torch.equal(s.model.item["collaborative"].weight, before["collaborative"])
