@@ -50,7 +50,7 @@ def categories(ops: dict, wall: float) -> dict[str, float]:
     for (name, _), (sec, _) in ops.items():
         cats[categorise(name)] = cats.get(categorise(name), 0.0) + sec
     cats["python / autograd / profiler (wall - op self time)"] = max(0.0, wall - sum(cats.values()))
-    return {k: round(v / wall, 4) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
+    return {k: round(v / wall, 4) for k, v in sorted(cats.items())}
 
 
 def measure(stepper: Stepper, batches: list, by_shape: bool = False) -> dict:
@@ -64,9 +64,9 @@ def measure(stepper: Stepper, batches: list, by_shape: bool = False) -> dict:
     ops = op_table(prof, by_shape)
     real = sum(int(b["attention_mask"].sum()) for b in batches[1:])
     top = sorted(ops.items(), key=lambda kv: -kv[1][0])[:12]
-    return {"seconds": round(sum(plain), 3), "tokens_per_s": round(real / sum(plain), 1),
+    return {"tokens_per_s": round(real / sum(plain), 1),
             "labelled_per_s": round(sum(labelled(b) for b in batches[1:]) / sum(plain), 1),
-            "wall_under_profiler_s": round(wall, 3), "share": categories(ops, wall),
+            "share": categories(ops, wall), "seconds": round(sum(plain), 3), "wall_under_profiler_s": round(wall, 3),
             "top_ops": [{"op": k, **({"shapes": s} if by_shape else {}), "self_s": round(v, 3), "calls": n}
                         for (k, s), (v, n) in top], "_ops": ops}
 
@@ -89,9 +89,9 @@ def main() -> None:
         for mode in MODES:
             r = measure(Stepper(args.backbone, mode, builder, KINDS[kind][3]), batches)
             r.pop("_ops")
-            tunings.append({"kind": kind, "tuning": mode, "shapes": [list(b["input_ids"].shape) for b in batches[1:]],
-                            **r})
-            print(kind, mode, r["tokens_per_s"], "tok/s", list(r["share"].items())[:4], flush=True)
+            tunings.append({"kind": kind, "tuning": mode, **r,
+                            "shapes": [list(b["input_ids"].shape) for b in batches[1:]]})
+            print(kind, mode, r["tokens_per_s"], "tok/s", sorted(r["share"].items(), key=lambda kv: -kv[1])[:4], flush=True)
     builder, batches = samples.get("L") or sample_batches("L", tok, args.batches)
     pair = {}
     for name in ("autocast", "bf16w_bf16_attention", "bf16w"):
@@ -114,8 +114,9 @@ def main() -> None:
              "faster_in_bf16w_bf16_attention": [row(d, k) for d, k in diff[::-1][:8] if d < 0]}
     print("tokens/s", {k: v["tokens_per_s"] for k, v in pair.items()}, flush=True)
     out = {"benchmark": "profile_steps", "date": now(), "machine": machine(), "load_at_start": start,
-           "load_at_end": load(), "backbone": args.backbone, "command": " ".join(sys.argv),
-           "threads": torch.get_num_threads(), "tunings": tunings, "bf16w_vs_autocast_L": bf16w}
+           "load_at_end": load(), "backbone": args.backbone,
+           "command": " ".join(["python", "benchmarks/profile_steps.py", *sys.argv[1:]]),
+           "threads": torch.get_num_threads(), "rows": tunings, "bf16w_vs_autocast_L": bf16w}
     print("wrote", write_json(args.out, out))
 
 
